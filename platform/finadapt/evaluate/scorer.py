@@ -1,0 +1,219 @@
+"""Model-side scoring, plain PyTorch (no Ray), so it runs and is checked anywhere: CPU, one GPU, an actor.
+
+- `ChoiceScorer`: log-likelihood of each label at the answer position. Prompts are sorted by
+  length and batched under a token budget (almost no padding), the transformer body runs once
+  per prompt, and the vocabulary projection is applied only at the answer positions.
+- `Generator`: greedy generation (FLARE's `greedy_until` with no stop string: until EOS or the
+  token cap), batched by length.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from finadapt.evaluate.wrappers import answer_separator, render_prompt
+
+
+@dataclass
+class EncodedPrompt:
+    ids: list[int]
+    truncated: bool
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> list[EncodedPrompt]:
+    """Tokenize; over-long prompts lose their *start*, keeping the question and "Answer:" (PIXIU #63)."""
+    encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    out = []
+    for ids in encoded:
+        truncated = len(ids) > max_length
+        out.append(EncodedPrompt(ids[-max_length:] if truncated else list(ids), truncated))
+    return out
+
+
+def length_batches(lengths: list[int], token_budget: int, max_batch: int = 64) -> list[list[int]]:
+    """Indices sorted by length, cut into batches whose padded size (n × longest) fits the budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = max(lengths[i], max((lengths[j] for j in current), default=0))
+        if current and (longest * (len(current) + 1) > token_budget or len(current) >= max_batch):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def right_pad(seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return ids.to(device)
+
+
+def label_variants(label: str) -> list[str]:
+    """Surface forms counted as the same answer (FLARE lower-cases FPB/FiQA answers)."""
+    forms = [label, label.lower(), label.capitalize()]
+    return list(dict.fromkeys(forms))
+
+
+def split_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(transformer body, vocabulary head) of a HF causal LM."""
+    body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    head = model.get_output_embeddings()
+    return body, head
+
+
+class ChoiceScorer:
+    """Scores `choices` by log P(label | prompt), summed over label tokens, log-sum-exp over surface forms."""
+
+    def __init__(self, model, tokenizer, wrapper: str = "chat", max_length: int = 1024,
+                 token_budget: int = 4096, variants: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.wrapper = wrapper
+        self.max_length = max_length
+        self.token_budget = token_budget
+        self.variants = variants
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.body, self.head = split_head(model)
+
+    def _continuations(self, choices: list[str], sep: str) -> list[list[list[int]]]:
+        """Token ids of each surface form of each choice: [choice][variant] -> ids."""
+        out = []
+        for choice in choices:
+            forms = label_variants(choice) if self.variants else [choice]
+            out.append([self.tokenizer(sep + f, add_special_tokens=False)["input_ids"] for f in forms])
+        return out
+
+    @torch.inference_mode()
+    def score(self, rows: list[dict]) -> list[dict]:
+        prompts = [render_prompt(r["query"], self.wrapper, self.tokenizer) for r in rows]
+        encoded = encode_prompts(self.tokenizer, prompts, self.max_length)
+        conts = [self._continuations(list(r["choices"]), answer_separator(p)) for r, p in zip(rows, prompts)]
+        results: list[dict | None] = [None] * len(rows)
+        for batch in length_batches([len(e.ids) for e in encoded], self.token_budget):
+            scores = self._score_batch([encoded[i].ids for i in batch], [conts[i] for i in batch])
+            for i, choice_scores in zip(batch, scores):
+                best = max(range(len(choice_scores)), key=lambda k: choice_scores[k])
+                results[i] = {
+                    "pred": best,
+                    "choice_logprobs": choice_scores,
+                    "prompt_tokens": len(encoded[i].ids),
+                    "truncated": encoded[i].truncated,
+                    "generation": "",
+                }
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]]) -> list[list[float]]:
+        multi_token = any(len(v) > 1 for row in conts for choice in row for v in choice)
+        if not multi_token:
+            # Right padding needs no attention mask at all: causal attention never lets a real token
+            # see the pads after it, so the fast is_causal kernel runs and positions are the defaults.
+            ids = right_pad(prompts, self.pad_id, self.device)
+            hidden = self.body(input_ids=ids, use_cache=False).last_hidden_state
+            last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+            rows = torch.arange(len(prompts), device=self.device)
+            last_logp = torch.log_softmax(self.head(hidden[rows, last]).float(), dim=-1)
+            return [[_logsumexp([last_logp[b, v[0]].item() for v in choice]) for choice in row]
+                    for b, row in enumerate(conts)]
+        ids, mask = left_pad(prompts, self.pad_id, self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        last_logp = torch.log_softmax(self.head(out.last_hidden_state[:, -1]).float(), dim=-1)
+        return self._score_multi_token(out.past_key_values, mask, last_logp, conts)
+
+    def _score_multi_token(self, cache, mask, last_logp, conts) -> list[list[float]]:
+        """Feed every (choice, form) continuation after its prompt, re-using the prompt's KV cache."""
+        flat = [(b, c, v) for b, row in enumerate(conts) for c, choice in enumerate(row) for v in range(len(choice))]
+        repeats = torch.tensor([sum(len(choice) for choice in row) for row in conts], device=mask.device)
+        _repeat_cache(cache, repeats)
+        width = max(len(conts[b][c][v]) for b, c, v in flat)
+        feed = torch.full((len(flat), max(width - 1, 1)), self.pad_id, dtype=torch.long, device=mask.device)
+        for row, (b, c, v) in enumerate(flat):
+            seq = conts[b][c][v][:-1]
+            if seq:
+                feed[row, : len(seq)] = torch.tensor(seq, device=mask.device)
+        prompt_mask = mask.repeat_interleave(repeats, dim=0)
+        full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
+        start = prompt_mask.sum(-1, keepdim=True)
+        positions = start + torch.arange(feed.shape[1], device=mask.device)
+        hidden = self.body(input_ids=feed, attention_mask=full_mask, position_ids=positions,
+                           past_key_values=cache, use_cache=False).last_hidden_state
+        logp = torch.log_softmax(self.head(hidden).float(), dim=-1)
+        per_form: dict[tuple[int, int], list[float]] = {}
+        for row, (b, c, v) in enumerate(flat):
+            seq = conts[b][c][v]
+            total = last_logp[b, seq[0]].item()
+            for j in range(1, len(seq)):
+                total += logp[row, j - 1, seq[j]].item()
+            per_form.setdefault((b, c), []).append(total)
+        return [[_logsumexp(per_form[(b, c)]) for c in range(len(row))] for b, row in enumerate(conts)]
+
+
+def _repeat_cache(cache, repeats: torch.Tensor) -> None:
+    """Repeat each prompt's cached keys/values once per continuation (ragged repeat counts)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
+        layer.values = layer.values.repeat_interleave(repeats, dim=0)
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class Generator:
+    """Greedy decoding until EOS or `max_new_tokens`, batched by prompt length; generations are stripped."""
+
+    def __init__(self, model, tokenizer, wrapper: str = "chat", max_length: int = 1024,
+                 token_budget: int = 4096, max_batch: int = 32):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.wrapper = wrapper
+        self.max_length = max_length
+        self.token_budget = token_budget
+        self.max_batch = max_batch
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @torch.inference_mode()
+    def generate(self, rows: list[dict], max_new_tokens: int) -> list[dict]:
+        prompts = [render_prompt(r["query"], self.wrapper, self.tokenizer) for r in rows]
+        encoded = encode_prompts(self.tokenizer, prompts, self.max_length)
+        results: list[dict | None] = [None] * len(rows)
+        lengths = [len(e.ids) + max_new_tokens for e in encoded]
+        for batch in length_batches(lengths, self.token_budget, self.max_batch):
+            ids, mask = left_pad([encoded[i].ids for i in batch], self.pad_id, self.device)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
+                temperature=None, top_p=None, top_k=None,
+            )
+            new_tokens = out[:, ids.shape[1]:]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for k, i in enumerate(batch):
+                produced = int((new_tokens[k] != self.pad_id).sum().item())
+                results[i] = {
+                    "generation": texts[k].strip(),
+                    "prompt_tokens": len(encoded[i].ids),
+                    "generated_tokens": produced,
+                    "truncated": encoded[i].truncated,
+                }
+        return results  # type: ignore[return-value]

@@ -1,0 +1,80 @@
+"""FLARE tasks (FPB, FiQA-SA, Headlines, FinNER) and user-defined classification tasks.
+
+    from finadapt.tasks import TASK_NAMES, get_task, load_samples
+    samples = load_samples("fpb", "test")           # materialized once under cache_dir()/splits/
+    get_task("fpb").license                          # dataset license, for reports
+
+User-defined tasks come from a YAML spec (see `custom.py`): `register_task(load_task_spec(path))`,
+after which `get_task(name)` / `load_samples(name, split)` serve them too.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import fiqasa, fpb, headlines, ner
+from .base import SPLITS, Sample
+from .definition import TaskDefinition
+from .jsonl import DataFormatError, read_jsonl
+
+TASK_NAMES: tuple[str, ...] = ("fpb", "fiqasa", "headlines", "ner")
+BUILTIN_TASKS: dict[str, TaskDefinition] = {
+    "fpb": fpb.DEFINITION,
+    "fiqasa": fiqasa.DEFINITION,
+    "headlines": headlines.DEFINITION,
+    "ner": ner.DEFINITION,
+}
+_CUSTOM_TASKS: dict[str, TaskDefinition] = {}
+
+
+def get_task(name: str) -> TaskDefinition:
+    """The definition of a built-in or registered task."""
+    if name in BUILTIN_TASKS:
+        return BUILTIN_TASKS[name]
+    if name in _CUSTOM_TASKS:
+        return _CUSTOM_TASKS[name]
+    known = ", ".join((*TASK_NAMES, *sorted(_CUSTOM_TASKS)))
+    raise KeyError(f"unknown task {name!r}; known tasks: {known} (register a YAML task with register_task)")
+
+
+def all_task_names() -> tuple[str, ...]:
+    """Built-in task names followed by registered custom ones."""
+    return (*TASK_NAMES, *sorted(_CUSTOM_TASKS))
+
+
+def load_samples(task: str, split: str, data_dir: str | os.PathLike | None = None,
+                 limit: int | None = None) -> list[Sample]:
+    """Samples of `split` for `task` (built-in: from the materialized splits; custom: from its data)."""
+    return get_task(task).load(split, Path(data_dir) if data_dir is not None else None, limit)
+
+
+def register_task(spec) -> TaskDefinition:
+    """Register a user-defined task (a CustomTaskSpec, or a path to its YAML file); returns its definition."""
+    from .custom import CustomTaskSpec, load_task_spec, task_definition
+
+    if not isinstance(spec, CustomTaskSpec):
+        spec = load_task_spec(spec)
+    if spec.name in BUILTIN_TASKS:
+        raise ValueError(f"custom task name {spec.name!r} clashes with a built-in task")
+    definition = task_definition(spec)
+    _CUSTOM_TASKS[spec.name] = definition
+    return definition
+
+
+def unregister_task(name: str) -> None:
+    """Forget a registered custom task (no error if absent)."""
+    _CUSTOM_TASKS.pop(name, None)
+
+
+def materialize_all(data_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Materialize every built-in split (see materialize.py); returns the split directory."""
+    from .materialize import materialize_all as _materialize_all
+
+    return _materialize_all(data_dir, force)
+
+
+__all__ = [
+    "SPLITS", "TASK_NAMES", "BUILTIN_TASKS", "DataFormatError", "Sample", "TaskDefinition",
+    "all_task_names", "get_task", "load_samples", "materialize_all", "read_jsonl", "register_task",
+    "unregister_task",
+]
