@@ -5,6 +5,7 @@ import filecmp
 import gzip
 import os
 import socket
+import threading
 import time
 
 import pyarrow.fs as pafs
@@ -35,6 +36,8 @@ def test_filesystem_for(s3_server):
     assert isinstance(fs, pafs.S3FileSystem) and path == "bucket/dir/key.txt"
     fs, path = storage.filesystem_for("rel/file.txt")
     assert isinstance(fs, pafs.LocalFileSystem) and path == os.path.abspath("rel/file.txt")
+    with pytest.raises(StorageError, match="no bucket"):
+        storage.filesystem_for("s3://")
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -52,6 +55,8 @@ def test_bytes_and_text_round_trip(root):
     assert storage.read_text(storage.join(root, "t.txt")) == TEXT
     storage.write_text(storage.join(root, "t.txt"), "overwritten")
     assert storage.read_text(storage.join(root, "t.txt")) == "overwritten"
+    with pytest.raises(StorageError, match="is a directory, not a file"):
+        storage.read_bytes(storage.join(root, "deep"))
 
 
 def test_open_input_gunzips_only_gz(root):
@@ -132,14 +137,32 @@ def test_missing_s3_key_and_bucket(s3_bucket):
     assert not storage.exists("s3://finadapt-absent-bucket/k.txt")
 
 
+def _call_with_deadline(fn, arg, deadline_s: float) -> BaseException | None:
+    """Run fn(arg) in a daemon thread so a hanging regression fails the test instead of stalling it."""
+    box: list = []
+
+    def target():
+        try:
+            fn(arg)
+            box.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(deadline_s)
+    assert box, f"{fn} still running after {deadline_s}s against a dead endpoint"
+    return box[0]
+
+
 def test_unreachable_endpoint_fails_fast(s3_server, monkeypatch):
     dead = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("FINADAPT_S3_ENDPOINT", dead)  # the override wins over AWS_ENDPOINT_URL
     uri = "s3://some-bucket/data/x.jsonl"
     for call in (storage.read_bytes, storage.exists, storage.list_files, lambda u: storage.write_text(u, "x")):
         start = time.monotonic()
-        with pytest.raises(StorageError) as info:
-            call(uri)
+        exc = _call_with_deadline(call, uri, 15)
         assert time.monotonic() - start < 15
-        assert uri in str(info.value) and f"S3 endpoint {dead}" in str(info.value)
-        assert "testing" not in str(info.value)  # never leak credentials
+        assert isinstance(exc, StorageError), repr(exc)
+        assert uri in str(exc) and f"S3 endpoint {dead}" in str(exc)
+        assert "testing" not in str(exc)  # never leak credentials

@@ -249,3 +249,23 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device).eval()
     return LoadedModel(model, tokenizer, spec, path, _revision(path))
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """Tokenizer alone (the driver needs it for prompt templates; actors hold the model)."""
+    from transformers import AutoTokenizer
+
+    if spec == TINY_RANDOM:
+        return build_byte_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_provenance(spec: str) -> tuple[str, str]:
+    """(resolved path or hub id, content revision) for results files."""
+    if spec == TINY_RANDOM:
+        return TINY_RANDOM, "seed0"
+    path = resolve_model_path(spec)
+    return path, _revision(path)

