@@ -43,7 +43,11 @@ class FlarePredictor:
         for kind in sorted({r[KIND_OF_TASK_COLUMN] for r in rows}):
             idx = [i for i, r in enumerate(rows) if r[KIND_OF_TASK_COLUMN] == kind]
             subset = [rows[i] for i in idx]
-            if "choice" in self.modes and kind != "ner":
+            wants_choice = "choice" in self.modes and kind != "ner"
+            generate = wants_generation or kind == "ner"
+            # One prefill serves both modes when every label is a single token.
+            shared = wants_choice and generate and self.scorer.single_token(subset)
+            if wants_choice and not shared:
                 start = time.perf_counter()
                 scored = self.scorer.score(subset)
                 per_row = (time.perf_counter() - start) / len(idx)
@@ -51,15 +55,19 @@ class FlarePredictor:
                     out[i].update(choice_pred=res["pred"], choice_logprobs=res["choice_logprobs"],
                                   prompt_tokens=res["prompt_tokens"], truncated=res["truncated"],
                                   choice_seconds=per_row)
-            if wants_generation or kind == "ner":
+            if generate:
                 start = time.perf_counter()
-                generated = self.generator.generate(subset, self.max_new_tokens[kind])
+                generated = self.generator.generate(subset, self.max_new_tokens[kind], keep_first_logprobs=shared)
                 per_row = (time.perf_counter() - start) / len(idx)
                 for i, res in zip(idx, generated):
                     out[i].update(generation=res["generation"], generated_tokens=res["generated_tokens"],
                                   prompt_tokens=res["prompt_tokens"],
                                   truncated=bool(out[i]["truncated"] or res["truncated"]),
                                   generate_seconds=per_row)
+                if shared:
+                    scored = self.scorer.from_first_logprobs(subset, [g["first_logprobs"] for g in generated])
+                    for i, res in zip(idx, scored):
+                        out[i].update(choice_pred=res["pred"], choice_logprobs=res["choice_logprobs"])
         if self._counter is not None:
             self._counter.inc(len(rows))
         return pd.DataFrame(out)

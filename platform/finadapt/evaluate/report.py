@@ -103,7 +103,9 @@ def markdown_table(results: dict) -> str:
         cells = " | ".join("" if m.get(PUBLISHED_KEYS.get(t, "")) is None else f"{m[PUBLISHED_KEYS[t]]:.2f}"
                            for t in tasks)
         lines.append(f"| {m['model']} | {cells} | {m['source']} |")
+    timing = {s["task"]: s.get("model_seconds") for s in scores if s.get("model_seconds") is not None}
     lines += ["", f"Caveat: {pub['caveat']}", "",
+              "Model seconds per task (all modes): " + ", ".join(f"{t} {v:.0f}" for t, v in timing.items()), "",
               "Dataset licenses: " + "; ".join(f"{t}: {lic}" for t, lic in results["data"]["licenses"].items()),
               "", f"Wall time: {results['seconds']['total']:.0f} s "
               f"(model work {results['seconds']['predict']:.0f} s) for {results['rows']} rows."]
@@ -157,6 +159,8 @@ def write_report(run: EvalRun, output_dir: str, model_path: str = "", model_revi
         out = run.outputs[row["id"]]
         lines.append(json.dumps({"id": row["id"], "task": row["task"], "gold": row["gold"], "answer": row["answer"],
                                  "choice_pred": out["choice_pred"], "choice_logprobs": list(out["choice_logprobs"]),
-                                 "generation": out["generation"], "prompt_tokens": int(out["prompt_tokens"])}))
+                                 "generation": out["generation"], "prompt_tokens": int(out["prompt_tokens"]),
+                                 "generated_tokens": int(out["generated_tokens"]),
+                                 "model_seconds": float(out["choice_seconds"] + out["generate_seconds"])}))
     storage.write_text(storage.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
     return results

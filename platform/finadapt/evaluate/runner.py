@@ -51,7 +51,8 @@ def load_rows(cfg: EvalConfig) -> list[dict]:
     rows = []
     for name in dict.fromkeys(names):
         task = get_task(name)
-        samples = select_rows(name, load_samples(name, cfg.split), cfg.limit, cfg.seed)
+        limit = cfg.task_limits.get(name, cfg.limit)
+        samples = select_rows(name, load_samples(name, cfg.split), limit, cfg.seed)
         if not samples:
             raise ValueError(f"task {name!r} has no samples in split {cfg.split!r}")
         for sample in samples:
@@ -170,5 +171,9 @@ def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None) -> 
         raise RuntimeError(f"{len(missing)} rows came back without a model output, e.g. {missing[:3]}")
     run = EvalRun(cfg, rows, by_id)
     run.scores = score(cfg, rows, by_id)
+    for entry in run.scores:  # model seconds per task (choice + generation), for the report
+        ids = [r["id"] for r in rows if r["task"] == entry["task"]]
+        entry["model_seconds"] = sum(by_id[i]["choice_seconds"] + by_id[i]["generate_seconds"] for i in ids)
+        entry["generated_tokens"] = sum(int(by_id[i]["generated_tokens"]) for i in ids)
     run.seconds = {"load": t_load, "predict": t_predict, "total": time.perf_counter() - t0}
     return run

@@ -102,6 +102,24 @@ class ChoiceScorer:
             out.append([self.tokenizer(sep + f, add_special_tokens=False)["input_ids"] for f in forms])
         return out
 
+    def single_token(self, rows: list[dict]) -> bool:
+        """True when every surface form of every label is one token (then the answer position decides)."""
+        for r in rows:
+            sep = answer_separator(render_prompt(r["query"], self.wrapper, self.tokenizer))
+            if any(len(v) != 1 for choice in self._continuations(list(r["choices"]), sep) for v in choice):
+                return False
+        return True
+
+    def from_first_logprobs(self, rows: list[dict], first_logprobs: list[torch.Tensor]) -> list[dict]:
+        """Choice scores from answer-position log-probs already computed by the generator (shared prefill)."""
+        results = []
+        for r, logp in zip(rows, first_logprobs):
+            sep = answer_separator(render_prompt(r["query"], self.wrapper, self.tokenizer))
+            conts = self._continuations(list(r["choices"]), sep)
+            scores = [_logsumexp([logp[v[0]].item() for v in choice]) for choice in conts]
+            results.append({"pred": max(range(len(scores)), key=lambda k: scores[k]), "choice_logprobs": scores})
+        return results
+
     @torch.inference_mode()
     def score(self, rows: list[dict]) -> list[dict]:
         prompts = [render_prompt(r["query"], self.wrapper, self.tokenizer) for r in rows]
@@ -189,16 +207,18 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 @torch.inference_mode()
 def greedy_generate(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-                    stop_ids: list[int]) -> list[list[int]]:
+                    stop_ids: list[int]) -> tuple[list[list[int]], torch.Tensor]:
     """Greedy decoding with a KV cache that drops finished rows.
 
     `model.generate` keeps finished rows in the batch until the longest one ends, so one rambling
     answer makes the whole batch decode 256 steps; here each step only runs the rows still alive.
+    Also returns the log-probs at the answer position (first step), which choice scoring re-uses.
     """
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
-    next_tok = out.logits[:, -1].argmax(-1)
+    first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    next_tok = first_logp.argmax(-1)
     alive = torch.arange(ids.shape[0], device=ids.device)
     position = positions[:, -1]
     stops = torch.tensor(stop_ids, device=ids.device)
@@ -219,7 +239,7 @@ def greedy_generate(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens
         out = model(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position[:, None],
                     past_key_values=cache, use_cache=True)
         next_tok = out.logits[:, -1].argmax(-1)
-    return generated
+    return generated, first_logp
 
 
 class Generator:
@@ -237,13 +257,14 @@ class Generator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop_ids = eos_ids(model, tokenizer)
 
-    def generate(self, rows: list[dict], max_new_tokens: int) -> list[dict]:
+    def generate(self, rows: list[dict], max_new_tokens: int, keep_first_logprobs: bool = False) -> list[dict]:
+        """Generations per row; with `keep_first_logprobs` also the answer-position log-probs (CPU tensor)."""
         prompts = [render_prompt(r["query"], self.wrapper, self.tokenizer) for r in rows]
         encoded = encode_prompts(self.tokenizer, prompts, self.max_length)
         results: list[dict | None] = [None] * len(rows)
         for batch in length_batches([len(e.ids) for e in encoded], self.token_budget, self.max_batch):
             ids, mask = left_pad([encoded[i].ids for i in batch], self.pad_id, self.device)
-            generated = greedy_generate(self.model, ids, mask, max_new_tokens, self.stop_ids)
+            generated, first_logp = greedy_generate(self.model, ids, mask, max_new_tokens, self.stop_ids)
             texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
             for k, i in enumerate(batch):
                 results[i] = {
@@ -252,4 +273,6 @@ class Generator:
                     "generated_tokens": len(generated[k]),
                     "truncated": encoded[i].truncated,
                 }
+                if keep_first_logprobs:
+                    results[i]["first_logprobs"] = first_logp[k].cpu()
         return results  # type: ignore[return-value]
