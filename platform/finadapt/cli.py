@@ -36,7 +36,7 @@ def eval_config_from_cli(config: Optional[Path], model: Optional[str], tasks: Op
         sets.append(f"task_files=[{','.join(task_file)}]")
         if not tasks:
             sets.append("tasks=[]")
-    if limit:
+    if limit is not None:
         sets.append(f"limit={limit}")
     if mode:
         sets.append(f"modes=[{mode}]")

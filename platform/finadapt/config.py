@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 PIPELINE_CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
@@ -57,7 +57,7 @@ class EvalConfig(StrictModel):
     task_files: list[str] = Field([], description="YAML specs of user-defined tasks (local or s3://)")
     split: Literal["test", "valid"] = "test"
     limit: int | None = Field(None, ge=1, description="per task: samples (Headlines: headlines x 9 questions), seeded")
-    task_limits: dict[str, int] = Field({}, description="per-task limit overriding `limit`, e.g. {headlines: 40}")
+    task_limits: dict[str, PositiveInt] = Field({}, description="per-task limit overriding `limit`, e.g. {headlines: 40}")
     seed: int = 0
     modes: list[Literal["choice", "compat", "robust"]] = ["choice", "compat", "robust"]
     wrapper: Literal["raw", "chat", "finma"] = Field("chat", description="how the FLARE query is shown to the model")

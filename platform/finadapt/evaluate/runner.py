@@ -48,6 +48,9 @@ def load_rows(cfg: EvalConfig) -> list[dict]:
     names = list(cfg.tasks)
     for spec_path in cfg.task_files:
         names.append(register_task(spec_path).name)
+    unknown = sorted(set(cfg.task_limits) - set(names))
+    if unknown:
+        raise ValueError(f"task_limits names tasks that are not evaluated: {unknown} (tasks: {names})")
     rows = []
     for name in dict.fromkeys(names):
         task = get_task(name)
@@ -132,6 +135,24 @@ def parse_outputs(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -
     return per_mode
 
 
+def rescore_primary(metric: str, rows: list[dict], cfg: EvalConfig) -> dict:
+    """A classification task scored by another metric (accuracy, f1_macro): its own CI and floor."""
+    import numpy as np
+
+    from finadapt.evaluate.metrics import bootstrap_ci, classification_metrics
+
+    n_labels = max(len(rows[0]["choices"]), max(int(r["gold"]) for r in rows) + 1)
+    gold = np.asarray([int(r["gold"]) for r in rows])
+    pred = np.asarray([-1 if r["pred"] is None else int(r["pred"]) for r in rows])
+    value = classification_metrics(gold.tolist(), [None if p < 0 else int(p) for p in pred], n_labels)[metric]
+    ci = bootstrap_ci(lambda g, q: classification_metrics(g.tolist(), [None if p < 0 else int(p) for p in q],
+                                                          n_labels)[metric],
+                      gold, pred, n_boot=cfg.bootstrap, seed=cfg.seed)
+    majority = int(np.bincount(gold, minlength=n_labels).argmax())
+    floor = classification_metrics(gold.tolist(), [majority] * len(gold), n_labels)[metric]
+    return {"primary": metric, "score": value, "ci95": [ci[0], ci[1]], "majority_floor": floor}
+
+
 def score(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> list[dict]:
     results = []
     for mode, scored in parse_outputs(cfg, rows, outputs).items():
@@ -140,7 +161,7 @@ def score(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> list[d
             task_rows = [r for r in scored if r["task"] == task]
             metrics = task_metrics(definition.kind, task_rows, n_boot=cfg.bootstrap, seed=cfg.seed)
             if definition.metric in metrics and definition.metric != metrics["primary"]:
-                metrics["primary"], metrics["score"] = definition.metric, metrics[definition.metric]
+                metrics.update(rescore_primary(definition.metric, task_rows, cfg))
             n_missing = sum(1 for r in task_rows if definition.kind != "ner" and r["pred"] is None)
             results.append({
                 "task": task, "mode": mode, **metrics, "n_missing": n_missing,

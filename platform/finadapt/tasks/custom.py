@@ -113,23 +113,27 @@ def _format_errors(exc: ValidationError) -> str:
 
 
 def load_task_spec(path: str | os.PathLike) -> CustomTaskSpec:
-    """Read and validate a YAML task spec; a local relative `data` path is taken relative to the YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"task spec not found: {path}")
+    """Read and validate a YAML task spec (local or s3://); a relative local `data` path is relative to the YAML."""
+    from finadapt import storage
+
+    location = str(path)
+    if not storage.exists(location):
+        raise FileNotFoundError(f"task spec not found: {location}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(storage.read_text(location))
     except yaml.YAMLError as exc:
-        raise TaskSpecError(f"{path}: not valid YAML: {exc}") from exc
+        raise TaskSpecError(f"{location}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise TaskSpecError(f"{path}: a task spec must be a YAML mapping, got {type(raw).__name__}")
+        raise TaskSpecError(f"{location}: a task spec must be a YAML mapping, got {type(raw).__name__}")
+    path = Path(location) if not storage.is_s3(location) else None
     data = raw.get("data")
     if isinstance(data, str) and data and "://" not in data and not os.path.isabs(os.path.expanduser(data)):
-        raw = {**raw, "data": str((path.parent / data).resolve())}
+        resolved = str((path.parent / data).resolve()) if path is not None else storage.join(location.rsplit("/", 1)[0], data)
+        raw = {**raw, "data": resolved}
     try:
         return CustomTaskSpec.model_validate(raw)
     except ValidationError as exc:
-        raise TaskSpecError(f"{path}: invalid task spec: {_format_errors(exc)}") from None
+        raise TaskSpecError(f"{location}: invalid task spec: {_format_errors(exc)}") from None
 
 
 def _records(uri: str) -> Iterator[tuple[int, dict]]:
