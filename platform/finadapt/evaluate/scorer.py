@@ -140,56 +140,48 @@ class ChoiceScorer:
         return results  # type: ignore[return-value]
 
     def _score_batch(self, prompts: list[list[int]], conts: list[list[list[int]]]) -> list[list[float]]:
+        """Right padding needs no attention mask: causal attention never lets a real token see the pads
+        after it, so the fast is_causal kernel runs and default positions are right."""
         multi_token = any(len(v) > 1 for row in conts for choice in row for v in choice)
-        if not multi_token:
-            # Right padding needs no attention mask at all: causal attention never lets a real token
-            # see the pads after it, so the fast is_causal kernel runs and positions are the defaults.
-            ids = right_pad(prompts, self.pad_id, self.device)
-            hidden = self.body(input_ids=ids, use_cache=False).last_hidden_state
-            last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
-            rows = torch.arange(len(prompts), device=self.device)
-            last_logp = torch.log_softmax(self.head(hidden[rows, last]).float(), dim=-1)
-            return [[_logsumexp([last_logp[b, v[0]].item() for v in choice]) for choice in row]
-                    for b, row in enumerate(conts)]
-        ids, mask = left_pad(prompts, self.pad_id, self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        last_logp = torch.log_softmax(self.head(out.last_hidden_state[:, -1]).float(), dim=-1)
-        return self._score_multi_token(out.past_key_values, mask, last_logp, conts)
+        ids = right_pad(prompts, self.pad_id, self.device)
+        out = self.body(input_ids=ids, use_cache=multi_token)
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        rows = torch.arange(len(prompts), device=self.device)
+        last_logp = torch.log_softmax(self.head(out.last_hidden_state[rows, lengths - 1]).float(), dim=-1)
+        tails = self._score_tails(out.past_key_values, lengths, ids.shape[1], conts) if multi_token else {}
+        scores = []
+        for b, row in enumerate(conts):
+            per_choice = []
+            for c, choice in enumerate(row):
+                forms = [last_logp[b, v[0]].item() + tails.get((b, c, k), 0.0) for k, v in enumerate(choice)]
+                per_choice.append(_logsumexp(forms))
+            scores.append(per_choice)
+        return scores
 
-    def _score_multi_token(self, cache, mask, last_logp, conts) -> list[list[float]]:
-        """Feed every (choice, form) continuation after its prompt, re-using the prompt's KV cache."""
-        flat = [(b, c, v) for b, row in enumerate(conts) for c, choice in enumerate(row) for v in range(len(choice))]
-        repeats = torch.tensor([sum(len(choice) for choice in row) for row in conts], device=mask.device)
-        _repeat_cache(cache, repeats)
-        width = max(len(conts[b][c][v]) for b, c, v in flat)
-        feed = torch.full((len(flat), max(width - 1, 1)), self.pad_id, dtype=torch.long, device=mask.device)
-        for row, (b, c, v) in enumerate(flat):
-            seq = conts[b][c][v][:-1]
-            if seq:
-                feed[row, : len(seq)] = torch.tensor(seq, device=mask.device)
-        prompt_mask = mask.repeat_interleave(repeats, dim=0)
-        full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
-        start = prompt_mask.sum(-1, keepdim=True)
-        positions = start + torch.arange(feed.shape[1], device=mask.device)
-        hidden = self.body(input_ids=feed, attention_mask=full_mask, position_ids=positions,
+    def _score_tails(self, cache, lengths: torch.Tensor, width: int, conts) -> dict[tuple[int, int, int], float]:
+        """log P(tokens 2.. of a label | prompt, token 1) for the multi-token forms only, re-using the
+        prompt's KV cache (rows repeated once per such form; the prompt's right pads are masked)."""
+        flat = [(b, c, k) for b, row in enumerate(conts) for c, choice in enumerate(row)
+                for k, v in enumerate(choice) if len(v) > 1]
+        source = torch.tensor([b for b, _, _ in flat], device=self.device)
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[source], layer.values[source]
+        tail_len = max(len(conts[b][c][k]) for b, c, k in flat) - 1
+        feed = torch.full((len(flat), tail_len), self.pad_id, dtype=torch.long, device=self.device)
+        for row, (b, c, k) in enumerate(flat):
+            seq = conts[b][c][k][:-1]  # the last label token is predicted, never fed
+            feed[row, : len(seq)] = torch.tensor(seq, device=self.device)
+        prompt_mask = (torch.arange(width, device=self.device)[None, :] < lengths[source][:, None]).long()
+        mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
+        positions = lengths[source][:, None] + torch.arange(tail_len, device=self.device)[None, :]
+        hidden = self.body(input_ids=feed, attention_mask=mask, position_ids=positions,
                            past_key_values=cache, use_cache=False).last_hidden_state
         logp = torch.log_softmax(self.head(hidden).float(), dim=-1)
-        per_form: dict[tuple[int, int], list[float]] = {}
-        for row, (b, c, v) in enumerate(flat):
-            seq = conts[b][c][v]
-            total = last_logp[b, seq[0]].item()
-            for j in range(1, len(seq)):
-                total += logp[row, j - 1, seq[j]].item()
-            per_form.setdefault((b, c), []).append(total)
-        return [[_logsumexp(per_form[(b, c)]) for c in range(len(row))] for b, row in enumerate(conts)]
-
-
-def _repeat_cache(cache, repeats: torch.Tensor) -> None:
-    """Repeat each prompt's cached keys/values once per continuation (ragged repeat counts)."""
-    for layer in cache.layers:
-        layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
-        layer.values = layer.values.repeat_interleave(repeats, dim=0)
+        tails = {}
+        for row, (b, c, k) in enumerate(flat):
+            seq = conts[b][c][k]
+            tails[(b, c, k)] = sum(logp[row, j - 1, seq[j]].item() for j in range(1, len(seq)))
+        return tails
 
 
 def _logsumexp(values: list[float]) -> float:
