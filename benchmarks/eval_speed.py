@@ -24,6 +24,7 @@ import torch
 
 from finadapt.evaluate.parsing import parse_choice_compat
 from finadapt.evaluate.predictor import FlarePredictor
+from finadapt.evaluate.runner import select_rows
 from finadapt.evaluate.scorer import encode_prompts
 from finadapt.evaluate.wrappers import render_prompt
 from finadapt.tasks import load_samples
@@ -67,7 +68,9 @@ def naive_padded(model, tokenizer, prompts: list[str], batch: int = 16) -> None:
 
 def main() -> int:
     torch.manual_seed(0)
-    rows = [{**s.to_row(), "kind": "classification"} for s in load_samples("fpb", "test")[:N_SAMPLES]]
+    # the same seeded sample the evaluation's `--limit` takes (the split file is grouped by label)
+    samples = select_rows("fpb", load_samples("fpb", "test"), N_SAMPLES, seed=0)
+    rows = [{**s.to_row(), "kind": "classification"} for s in samples]
     predictor = FlarePredictor("embedded:smollm2-135m-instruct", modes=("choice",), wrapper=WRAPPER)
     model, tokenizer = predictor.loaded.model, predictor.loaded.tokenizer
     prompts = [render_prompt(r["query"], WRAPPER, tokenizer) for r in rows]
@@ -132,6 +135,7 @@ def main() -> int:
         "d_agreement_where_compat_labelled": agreement,
         "d_compat_labelled_rows": len(pairs),
         "choice_accuracy": sum(c["pred"] == g for c, g in zip(choice, gold)) / len(rows),
+        "gold_distribution": {str(k): gold.count(k) for k in sorted(set(gold))},
         "compat_accuracy": sum(p == g for p, g in zip(compat_preds, gold)) / len(rows),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ def eval_command(
         cfg = eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
                                    no_ray, overrides)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
+        typer.echo(f"config error: {err}", err=True)
         raise typer.Exit(2) from None
     from finadapt.evaluate.api import evaluate
 
@@ -80,6 +80,15 @@ def eval_command(
 
     typer.echo(markdown_table(results))
     console.print(f"[green]wrote[/green] {cfg.output_dir}/results.json, results.md, results.png, predictions.jsonl")
+
+@app.command("report")
+def report_command(output_dir: str = typer.Argument(..., help="directory (or s3://) holding results.json")) -> None:
+    """Re-render results.md and results.png from a results.json."""
+    from finadapt.evaluate.report import rerender
+
+    rerender(output_dir)
+    typer.echo((Path(output_dir) / "results.md").read_text() if "://" not in output_dir else f"re-rendered {output_dir}")
+
 
 @app.command("config")
 def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] = typer.Option(None, "--config", "-c"),
@@ -92,7 +101,7 @@ def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] =
     try:
         console.print(dump_config(load_config(classes[stage], config, overrides)))
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
+        typer.echo(f"config error: {err}", err=True)
         raise typer.Exit(2) from None
 
 @model_app.command("fetch")

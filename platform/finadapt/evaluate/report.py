@@ -126,7 +126,7 @@ def bar_chart_png(results: dict) -> bytes:
     series = [(f"this model ({m})", {s["task"]: s["score"] for s in scores if s["mode"] == m}) for m in modes]
     series += [(m["model"], {t: m.get(PUBLISHED_KEYS.get(t, "")) for t in tasks}) for m in pub]
     floors = {s["task"]: s["majority_floor"] for s in scores if s["mode"] == modes[0]}
-    fig, ax = plt.subplots(figsize=(max(7, 2.2 * len(tasks)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(9, 2.2 * len(tasks) + 3), 4.5))
     width = 0.8 / len(series)
     for k, (name, vals) in enumerate(series):
         xs = [i + k * width for i in range(len(tasks))]
@@ -139,12 +139,19 @@ def bar_chart_png(results: dict) -> bytes:
     ax.set_ylim(0, 1)
     ax.set_ylabel("score (0-1)")
     ax.set_title(f"FLARE zero-shot: {results['model']['spec']} vs published (dashed: majority floor)")
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def rerender(output_dir: str) -> None:
+    """Re-write results.md and results.png from an existing results.json (e.g. after a report change)."""
+    results = json.loads(storage.read_text(storage.join(output_dir, "results.json")))
+    storage.write_text(storage.join(output_dir, "results.md"), markdown_table(results))
+    storage.write_bytes(storage.join(output_dir, "results.png"), bar_chart_png(results))
 
 
 def write_report(run: EvalRun, output_dir: str, model_path: str = "", model_revision: str = "",

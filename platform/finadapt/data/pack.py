@@ -1,0 +1,62 @@
+"""Tokenize documents and pack them into fixed-length training sequences (EOS between documents).
+
+Packing wastes no compute on padding; the only padded sequence is the last one of each batch,
+whose real length is kept in `n_tokens` so that no token is lost and none is invented.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str = Field("embedded:smollm2-135m-instruct", description="model spec whose tokenizer is used")
+    seq_len: int = Field(1024, ge=16, description="tokens per packed sequence")
+    separator: str | None = Field(None, description="token between documents; None = the tokenizer's EOS")
+    batch_size: int = Field(512, ge=1, description="documents per packing batch")
+
+
+class Tokenize:
+    """Ray Data class UDF: adds `input_ids` (document tokens + separator) and `n_tokens`."""
+
+    def __init__(self, tokenizer_spec: str, separator: str | None = None):
+        from finadapt.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_spec)
+        token = separator or self.tokenizer.eos_token
+        self.sep_id = self.tokenizer.convert_tokens_to_ids(token)
+        if self.sep_id is None or self.sep_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token:
+            raise ValueError(f"separator token {token!r} is not in the vocabulary of {tokenizer_spec}")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        encoded = self.tokenizer(list(batch["text"]), add_special_tokens=False)["input_ids"]
+        ids = [np.asarray(e + [self.sep_id], dtype=np.int32) for e in encoded]
+        out = dict(batch)
+        out["input_ids"] = np.array(ids, dtype=object)
+        out["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
+        return out
+
+
+def pack_batch(batch: dict[str, np.ndarray], seq_len: int, pad_id: int = 0) -> pa.Table:
+    """Concatenate the batch's token lists and cut them into `seq_len` rows (last row right-padded).
+
+    `input_ids` is a fixed-size list column, so shards read back with plain pyarrow/pandas too.
+    """
+    pieces = [np.asarray(x, dtype=np.int32) for x in batch["input_ids"]]
+    if not pieces:
+        return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array([], pa.int32()), seq_len),
+                         "n_tokens": pa.array([], pa.int64()), "n_docs": pa.array([], pa.int64())})
+    stream = np.concatenate(pieces)
+    ends = np.cumsum([len(p) for p in pieces])
+    n_rows = -(-len(stream) // seq_len)
+    padded = np.full(n_rows * seq_len, pad_id, dtype=np.int32)
+    padded[: len(stream)] = stream
+    n_tokens = np.full(n_rows, seq_len, dtype=np.int64)
+    n_tokens[-1] = len(stream) - (n_rows - 1) * seq_len
+    # documents that end inside each row (a document spanning rows is counted where it ends)
+    n_docs = np.bincount(np.minimum((ends - 1) // seq_len, n_rows - 1), minlength=n_rows)
+    return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(padded), seq_len),
+                     "n_tokens": n_tokens, "n_docs": n_docs.astype(np.int64)})

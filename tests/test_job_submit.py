@@ -1,0 +1,102 @@
+"""`ray job submit` of the evaluation entrypoint against a real head node started from this venv,
+with token authentication on (the project never turns it off)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A `ray start --head --block` in its own process group, stopped by signalling that group only
+    (never `ray stop`, which would kill every Ray cluster on the machine)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=False,
+                   capture_output=True, timeout=60)
+    port, dash = _free_port(), _free_port()
+    log = open(tmp_path_factory.mktemp("ray_head") / "head.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+         f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp_path_factory.mktemp('rt')}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                                capture_output=True, text=True, timeout=60)
+        if status.returncode == 0:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"ray head exited early, see {log.name}")
+        time.sleep(2)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail(f"ray head did not answer on {address}, see {log.name}")
+    # The job API answers before the node's agent can run jobs; wait until a trivial job succeeds.
+    deadline = time.time() + 120
+    while True:
+        probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "-c", "print(1)"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        if probe.returncode == 0:
+            break
+        if time.time() > deadline or "No available agent" not in probe.stdout + probe.stderr:
+            os.killpg(proc.pid, signal.SIGTERM)
+            pytest.fail(f"trivial job failed: {probe.stdout[-1500:]} {probe.stderr[-1500:]}")
+        time.sleep(3)
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_evaluate_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
+    address, env = ray_head
+    out = tmp_path / "eval-job"
+    runtime_env = {"env_vars": {"FINADAPT_CACHE_DIR": str(tmp_path / "cache")}}
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(runtime_env), "--",
+           "python", "pipelines/evaluate.py", "--config", "pipelines/configs/demo.yaml",
+           "model.spec=tiny-random", "tasks=[fpb,headlines]", "limit=3", "task_limits={}", "modes=[choice,compat]",
+           "bootstrap=20", "generation.max_new_tokens_classification=4", "generation.max_new_tokens_headlines=4",
+           "ray.num_cpus_per_actor=1", f"output_dir={out}"]
+    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in (job.stdout + job.stderr).lower()
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["spec"] == "tiny-random"
+    assert {(s["task"], s["mode"]) for s in results["scores"]} == {
+        ("fpb", "choice"), ("fpb", "compat"), ("headlines", "choice"), ("headlines", "compat")}
+    assert next(s for s in results["scores"] if s["task"] == "headlines")["n"] == 27  # 3 headlines x 9
+
+
+def test_job_submit_without_token_is_refused(ray_head):
+    """Token auth stays on: the dashboard's job API answers 401 to a request without the token."""
+    import urllib.error
+    import urllib.request
+
+    address, _ = ray_head
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
+    assert err.value.code == 401
