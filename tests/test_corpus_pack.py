@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finadapt.data.mix import MixConfig, apply_mix, sampling_rates
+from finadapt.data.mix import MixConfig, add_bucket, apply_mix, bucket_cutoffs, sampling_rates
 from finadapt.data.pack import Tokenize, pack_batch
 
 
@@ -66,15 +66,28 @@ def test_missing_group_is_a_clear_error():
         sampling_rates({"financial": 1000}, MixConfig(ratios={"financial": 0.5, "general": 0.5}))
 
 
-def test_apply_mix_is_seeded_and_matches_the_rate():
-    n = 4000
+def _mix_locally(batch, rates, seed, buckets=4096):
+    """The pipeline's two steps without Ray: bucket histogram -> cutoffs -> copies."""
+    bucketed = add_bucket(batch, seed, buckets)
+    hist = {}
+    for b, g, t in zip(bucketed["mix_bucket"], bucketed["domain"], bucketed["n_tokens"]):
+        hist[(g, int(b))] = hist.get((g, int(b)), 0) + int(t)
+    rows = [{"domain": g, "mix_bucket": b, "sum(n_tokens)": t} for (g, b), t in hist.items()]
+    return apply_mix(bucketed, rates, bucket_cutoffs(rows, rates, "domain"), "domain")
+
+
+def test_mix_is_seeded_and_hits_the_token_share_even_with_unequal_documents():
+    rng = np.random.default_rng(0)
+    n = 3000
+    tokens = rng.pareto(1.2, n).astype(np.int64) * 50 + 10  # heavy-tailed document lengths
     batch = {"id": np.array([f"d{i}" for i in range(n)], dtype=object),
-             "domain": np.array(["general"] * n, dtype=object), "n_tokens": np.ones(n, dtype=np.int64)}
-    a = apply_mix(batch, {"general": 0.25}, "domain", seed=1)
-    b = apply_mix(batch, {"general": 0.25}, "domain", seed=1)
-    c = apply_mix(batch, {"general": 0.25}, "domain", seed=2)
+             "domain": np.array(["general"] * n, dtype=object), "n_tokens": tokens}
+    a = _mix_locally(batch, {"general": 0.25}, seed=1)
+    b = _mix_locally(batch, {"general": 0.25}, seed=1)
+    c = _mix_locally(batch, {"general": 0.25}, seed=2)
     assert a["id"].tolist() == b["id"].tolist() and a["id"].tolist() != c["id"].tolist()
-    assert abs(len(a["id"]) / n - 0.25) < 0.03
-    up = apply_mix(batch, {"general": 2.5}, "domain", seed=1)
-    assert abs(len(up["id"]) / n - 2.5) < 0.05
+    share = a["n_tokens"].sum() / tokens.sum()
+    assert abs(share - 0.25) < 0.01, share  # token share, within about one bucket / one document
+    up = _mix_locally(batch, {"general": 2.5}, seed=1)
+    assert abs(up["n_tokens"].sum() / tokens.sum() - 2.5) < 0.02
     assert len(set(up["id"].tolist())) == len(up["id"])  # repeated copies get distinct ids

@@ -81,6 +81,29 @@ def eval_command(
     typer.echo(markdown_table(results))
     console.print(f"[green]wrote[/green] {cfg.output_dir}/results.json, results.md, results.png, predictions.jsonl")
 
+@app.command("corpus")
+def corpus_command(
+    config: Path = typer.Option(Path("pipelines/configs/corpus.yaml"), "--config", "-c", help="CorpusConfig YAML"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output dir (local or s3://)"),
+    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+    verbose: bool = typer.Option(True, "--verbose/--quiet"),
+) -> None:
+    """Build packed pre-training shards from raw corpora (ingest, filter, dedup, decontaminate, mix, pack)."""
+    _setup_logging(verbose)
+    from finadapt.data.pipeline import CorpusConfig, run_corpus
+
+    sets = list(overrides) + ([f"output_dir={output}"] if output else [])
+    try:
+        cfg = load_config(CorpusConfig, config, sets)
+    except ConfigError as err:
+        typer.echo(f"config error: {err}", err=True)
+        raise typer.Exit(2) from None
+    manifest = run_corpus(cfg)
+    from finadapt.data.report import corpus_report_markdown
+
+    typer.echo(corpus_report_markdown(manifest))
+
+
 @app.command("report")
 def report_command(output_dir: str = typer.Argument(..., help="directory (or s3://) holding results.json")) -> None:
     """Re-render results.md and results.png from a results.json."""

@@ -1,8 +1,10 @@
 """Mix sources/domains to target token ratios, reproducibly and without a driver-side collect.
 
 Each document gets a number of copies from its group's sampling rate: floor(rate) copies plus one
-more with probability frac(rate), decided by a seeded hash of its id (so the same run config gives
-the same mix on any number of workers). Rates < 1 down-sample, rates > 1 up-sample (if allowed).
+more if its seeded hash bucket is below the group's cutoff. The cutoff comes from a per-group token
+histogram over hash buckets (a Ray aggregation of at most `buckets` rows per group), so the kept
+fraction of *tokens* — not of documents — hits frac(rate) to within one bucket, however unequal the
+document lengths. Same seed, same mix, on any number of workers.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class MixConfig(BaseModel):
     total_tokens: int | None = Field(None, ge=1, description="target size; None = largest mix without up-sampling")
     allow_upsample: bool = Field(False, description="repeat documents when a group has too few tokens")
     seed: int = 0
+    buckets: int = Field(4096, ge=16, description="hash buckets of the token histogram (precision of the mix)")
 
     @field_validator("ratios")
     @classmethod
@@ -52,21 +55,59 @@ def _unit_hash(seed: int, doc_id: str) -> float:
     return int.from_bytes(digest, "little") / 2**64
 
 
-def copies_for(batch: dict[str, np.ndarray], rates: dict[str, float], by: str, seed: int) -> np.ndarray:
-    out = np.zeros(len(batch["id"]), dtype=np.int64)
-    for i, (doc_id, group) in enumerate(zip(batch["id"], batch[by])):
-        rate = rates.get(str(group), 0.0)
-        whole = int(np.floor(rate))
-        out[i] = whole + (1 if _unit_hash(seed, str(doc_id)) < rate - whole else 0)
+def add_bucket(batch: dict[str, np.ndarray], seed: int, buckets: int) -> dict[str, np.ndarray]:
+    out = dict(batch)
+    out["mix_bucket"] = np.asarray([int(_unit_hash(seed, str(i)) * buckets) for i in batch["id"]], dtype=np.int64)
     return out
 
 
-def apply_mix(batch: dict[str, np.ndarray], rates: dict[str, float], by: str, seed: int) -> dict[str, np.ndarray]:
+def bucket_cutoffs(histogram: list[dict], rates: dict[str, float], by: str) -> dict[str, int]:
+    """Per group, the bucket index below which documents get their extra copy, chosen so that the
+    tokens of those buckets are closest to frac(rate) x the group's tokens."""
+    cutoffs = {}
+    for group, rate in rates.items():
+        rows = sorted((int(r["mix_bucket"]), int(r["sum(n_tokens)"])) for r in histogram if str(r[by]) == group)
+        total = sum(t for _, t in rows)
+        target = (rate - np.floor(rate)) * total
+        best, best_err, cumulative = 0, target, 0
+        for bucket, tokens in rows:
+            cumulative += tokens
+            if abs(cumulative - target) < best_err:
+                best, best_err = bucket + 1, abs(cumulative - target)
+        cutoffs[group] = best
+    return cutoffs
+
+
+def copies_for(batch: dict[str, np.ndarray], rates: dict[str, float], cutoffs: dict[str, int], by: str) -> np.ndarray:
+    out = np.zeros(len(batch["id"]), dtype=np.int64)
+    for i, (bucket, group) in enumerate(zip(batch["mix_bucket"], batch[by])):
+        rate = rates.get(str(group), 0.0)
+        out[i] = int(np.floor(rate)) + (1 if bucket < cutoffs.get(str(group), 0) else 0)
+    return out
+
+
+def apply_mix(batch: dict[str, np.ndarray], rates: dict[str, float], cutoffs: dict[str, int],
+              by: str) -> dict[str, np.ndarray]:
     """Repeat (or drop) each row by its copy count; repeated copies get `#k` id suffixes."""
-    copies = copies_for(batch, rates, by, seed)
+    copies = copies_for(batch, rates, cutoffs, by)
     index = np.repeat(np.arange(len(copies)), copies)
     out = {k: np.asarray(v)[index] for k, v in batch.items()}
     if len(index):
         rank = np.concatenate([np.arange(c) for c in copies if c > 0])
         out["id"] = np.asarray([f"{i}#{r}" if r else str(i) for i, r in zip(out["id"], rank)], dtype=object)
     return out
+
+
+def mix_dataset(ds, cfg: MixConfig):
+    """(mixed dataset, sampling rates, bucket cutoffs) for a tokenized dataset with `n_tokens`."""
+    bucketed = ds.map_batches(add_bucket, fn_kwargs={"seed": cfg.seed, "buckets": cfg.buckets},
+                              batch_format="numpy").materialize()
+    histogram = bucketed.groupby([cfg.by, "mix_bucket"]).sum("n_tokens").take_all()
+    available: dict[str, int] = {}
+    for row in histogram:
+        available[str(row[cfg.by])] = available.get(str(row[cfg.by]), 0) + int(row["sum(n_tokens)"])
+    rates = sampling_rates(available, cfg)
+    cutoffs = bucket_cutoffs(histogram, rates, cfg.by)
+    mixed = bucketed.map_batches(apply_mix, fn_kwargs={"rates": rates, "cutoffs": cutoffs, "by": cfg.by},
+                                 batch_format="numpy").drop_columns(["mix_bucket"])
+    return mixed, rates, cutoffs

@@ -1,0 +1,212 @@
+"""Remove (or report) pretraining documents that contain FLARE evaluation text.
+
+A document is contaminated when it shares a long word n-gram (default 13, as in GPT-3's and
+FLAN's decontamination) with any evaluation text of the valid/test splits. Tokens are lower-cased
+runs of letters/digits (NFKC), so punctuation and tokenization differences ("company 's" in FPB vs
+"company's" in news) do not hide a match. Evaluation texts shorter than n tokens count as one gram
+matched as a contiguous run; below ``min_tokens`` (NER's "Lender", "BORROWER :") they are too
+generic to be evidence and are skipped (counted in the index stats).
+
+Matching is vectorized: tokens map to ids of the eval vocabulary (unknown = 0, never in a gram),
+each window gets a polynomial hash (uint64) looked up with ``np.isin``, and every hit is verified
+token by token, so hash collisions cannot create a false match.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import BaseModel, ConfigDict, Field
+from ray.data.expressions import col
+
+from finadapt.data.filters import count_by
+
+_TOKEN = re.compile(r"[^\W_]+")
+_BASE = 0x9E3779B97F4A7C15  # odd 64-bit constant; arithmetic wraps mod 2**64
+MATCH_TYPE = pa.list_(pa.struct([("task", pa.string()), ("eval_id", pa.string()), ("ngram", pa.string())]))
+_COLUMNS = ["contaminated", "contamination"]
+
+
+class DecontamConfig(BaseModel):
+    """What counts as contamination and what to do about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ngram: int = Field(13, ge=1, description="n of the word n-grams shared with an eval text that flag a document")
+    mode: Literal["drop", "report"] = Field(
+        "drop", description="drop: remove flagged docs; report: keep them, with the contaminated/contamination columns")
+    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="FLARE tasks whose texts are protected")
+    splits: list[str] = Field(["valid", "test"], description="splits whose texts are protected (the evaluation sets)")
+    min_tokens: int = Field(8, ge=1, description="eval texts with fewer tokens are skipped (too generic to match on)")
+    max_matches_per_doc: int = Field(5, ge=1, description="matches kept per doc (distinct eval ids, first found)")
+    max_report_docs: int = Field(1000, ge=0, description="flagged docs listed in the report")
+    actors: int = Field(2, ge=1, description="max actors of the matching pool (each holds the n-gram index)")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased letter/digit runs of the NFKC text (punctuation and underscores dropped)."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+@functools.lru_cache(maxsize=64)
+def _powers(length: int) -> np.ndarray:
+    """[B**(L-1), ..., B, 1] mod 2**64: a window's hash is its id vector dotted with these."""
+    return np.array([pow(_BASE, length - 1 - k, 2**64) for k in range(length)], dtype=np.uint64)
+
+
+@dataclass
+class EvalNgramIndex:
+    """The protected n-grams: eval-vocabulary token ids, grams -> eval refs, hashes per gram length."""
+
+    n: int
+    vocab: dict[str, int] = field(default_factory=dict)
+    grams: dict[tuple[int, ...], list[int]] = field(default_factory=dict)
+    refs: list[tuple[str, str]] = field(default_factory=list)  # (task, eval id)
+    hashes: dict[int, np.ndarray] = field(default_factory=dict)  # gram length -> sorted hashes
+    eval_texts: int = 0
+    skipped_short: int = 0
+
+    def add(self, task: str, eval_id: str, text: str, min_tokens: int) -> None:
+        tokens = tokenize(text)
+        self.eval_texts += 1
+        if len(tokens) < min_tokens:
+            self.skipped_short += 1
+            return
+        ids = tuple(self.vocab.setdefault(t, len(self.vocab) + 1) for t in tokens)
+        self.refs.append((task, eval_id))
+        ref = len(self.refs) - 1
+        length = min(self.n, len(ids))
+        for start in range(len(ids) - length + 1):
+            owners = self.grams.setdefault(ids[start:start + length], [])
+            if len(owners) < 8 and ref not in owners:
+                owners.append(ref)
+
+    def finish(self) -> "EvalNgramIndex":
+        """Compute the hash tables (call once after the last add)."""
+        by_length: dict[int, list[int]] = {}
+        for gram in self.grams:
+            h = np.array(gram, dtype=np.uint64) @ _powers(len(gram))
+            by_length.setdefault(len(gram), []).append(int(h))
+        self.hashes = {L: np.unique(np.array(v, dtype=np.uint64)) for L, v in by_length.items()}
+        return self
+
+    def matches(self, text: str, limit: int) -> list[dict[str, str]]:
+        """Up to ``limit`` matches (distinct eval ids) of ``text``: task, eval id, matching n-gram."""
+        tokens = tokenize(text)
+        if not tokens or not self.hashes:
+            return []
+        ids = np.fromiter((self.vocab.get(t, 0) for t in tokens), dtype=np.uint64, count=len(tokens))
+        found: list[tuple[int, int]] = []  # (start, length)
+        for length, table in self.hashes.items():
+            if len(ids) < length:
+                continue
+            window_hashes = sliding_window_view(ids, length) @ _powers(length)
+            found.extend((int(p), length) for p in np.flatnonzero(np.isin(window_hashes, table)))
+        out: list[dict[str, str]] = []
+        seen: set[int] = set()
+        for start, length in sorted(found):
+            for ref in self.grams.get(tuple(ids[start:start + length].tolist()), ()):  # exact check
+                if ref not in seen and len(out) < limit:
+                    seen.add(ref)
+                    task, eval_id = self.refs[ref]
+                    out.append({"task": task, "eval_id": eval_id, "ngram": " ".join(tokens[start:start + length])})
+        return out
+
+
+def eval_texts(tasks: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(task, eval id, text) of every protected sample, first id per distinct text."""
+    from finadapt.tasks import load_samples
+
+    out, seen = [], set()
+    for task in tasks:
+        for split in splits:
+            for s in load_samples(task, split):
+                if s.text not in seen:  # Headlines: one sample per (headline, question)
+                    seen.add(s.text)
+                    out.append((task, s.id, s.text))
+    return out
+
+
+def build_eval_index(config: DecontamConfig | None = None,
+                     texts: Iterable[tuple[str, str, str]] | None = None) -> EvalNgramIndex:
+    """Index of the protected n-grams (from the FLARE splits unless ``texts`` is given)."""
+    config = config or DecontamConfig()
+    index = EvalNgramIndex(n=config.ngram)
+    for task, eval_id, text in (texts if texts is not None else eval_texts(config.tasks, config.splits)):
+        index.add(task, eval_id, text, config.min_tokens)
+    return index.finish()
+
+
+class ContaminationMarker:
+    """Ray Data class UDF (pyarrow batches): adds ``contaminated`` and ``contamination``.
+
+    Takes the index as an ObjectRef (``ray.put`` once) so each actor fetches it once.
+    """
+
+    def __init__(self, index_ref: Any, limit: int = 5):
+        self.index: EvalNgramIndex = ray.get(index_ref) if isinstance(index_ref, ray.ObjectRef) else index_ref
+        self.limit = limit
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        found = [self.index.matches(t, self.limit) for t in batch.column("text").to_pylist()]
+        batch = batch.append_column("contaminated", pa.array([bool(m) for m in found], pa.bool_()))
+        return batch.append_column("contamination", pa.array(found, MATCH_TYPE))
+
+
+def mark_contamination(ds: ray.data.Dataset, index: EvalNgramIndex, config: DecontamConfig | None = None
+                       ) -> ray.data.Dataset:
+    """Lazily add ``contaminated`` (bool) and ``contamination`` (list of task/eval_id/ngram)."""
+    config = config or DecontamConfig()
+    return ds.map_batches(
+        ContaminationMarker, batch_format="pyarrow",
+        fn_constructor_kwargs={"index_ref": ray.put(index), "limit": config.max_matches_per_doc},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.actors),
+    )
+
+
+@dataclass
+class DecontamResult:
+    """The dataset (flagged docs dropped or kept, per mode) and what matched."""
+
+    dataset: ray.data.Dataset
+    contaminated: int
+    by_task: dict[str, int]
+    report: list[dict[str, Any]]
+    eval_texts: int
+    skipped_short: int
+
+
+def decontaminate(ds: ray.data.Dataset, config: DecontamConfig | None = None,
+                  index: EvalNgramIndex | None = None) -> DecontamResult:
+    """Flag docs sharing an n-gram with an eval text; drop them or keep them (mode), and report.
+
+    The flagged dataset is materialized (object store) so the report does not rerun the matching.
+    ``by_task`` counts flagged docs per eval task (from each doc's kept matches).
+    """
+    config = config or DecontamConfig()
+    index = index or build_eval_index(config)
+    marked = mark_contamination(ds, index, config).materialize()
+    flagged = marked.filter(expr=col("contaminated"))
+    contaminated = flagged.count()
+    report: list[dict[str, Any]] = []
+    by_task: dict[str, int] = {}
+    if contaminated:
+        report = flagged.select_columns(["id", "source", "contamination"]).take(config.max_report_docs)
+        report = [{"id": r["id"], "source": r["source"], "matches": list(r["contamination"])} for r in report]
+        tasks = flagged.select_columns(["contamination"]).flat_map(
+            lambda r: [{"task": t} for t in sorted({m["task"] for m in r["contamination"]})])
+        by_task = count_by(tasks, "task")
+    dataset = marked
+    if config.mode == "drop":
+        dataset = marked.filter(expr=~col("contaminated")).drop_columns(_COLUMNS)
+    return DecontamResult(dataset=dataset, contaminated=contaminated, by_task=by_task, report=report,
+                          eval_texts=index.eval_texts, skipped_short=index.skipped_short)

@@ -1,0 +1,343 @@
+"""Read raw corpora (local or s3://; JSONL(.gz), parquet, folders of .txt) into the row contract.
+
+Files are parsed inside Ray tasks, one file per call, streaming line by line (or parquet batch by
+batch), so no corpus passes through the driver. A record that cannot become a document (bad JSON,
+no text, non-string or empty text, undecodable bytes, unusable id) is never silently dropped: it
+goes to ``<quarantine_dir>/<source>.jsonl`` with its file, line and reason, and is counted.
+
+Cost of that guarantee: ``read_inputs`` first runs one streaming scan that keeps only the bad
+records (they come to the driver to be written; good rows are discarded in the workers), then
+returns a lazy dataset that parses the files again and keeps the good rows. Two reads, but no
+materialized corpus anywhere. Workers open S3 files with finadapt.storage, so they need the same
+S3 environment as the driver (true for a local ``ray.init()`` started after it is set; on a
+cluster pass it in the job's runtime_env).
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+from pydantic import BaseModel, ConfigDict, Field
+from ray.data.expressions import col
+
+from finadapt import storage
+from finadapt.storage import StorageError
+
+RAW_MAX_CHARS = 2000
+ROWS_PER_OUTPUT = 1000  # rows per yielded block: bounds worker memory while streaming a file
+SUMMARY_FILE = "_summary.json"
+QUARANTINE_REASONS: tuple[str, ...] = (
+    "invalid_utf8", "bad_json", "not_an_object", "missing_text", "non_string_text", "empty_text", "bad_id",
+)
+_SUFFIXES = {
+    "jsonl": (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz"),
+    "parquet": (".parquet",),
+    "text": (".txt", ".txt.gz"),
+}
+DOC_COLUMNS = ["id", "text", "source", "domain", "bytes"]
+QUARANTINE_COLUMNS = ["source", "file", "line", "reason", "raw"]
+# Good rows and quarantine records share one schema so one parse feeds both outputs.
+_SCHEMA = pa.schema([
+    ("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("domain", pa.string()),
+    ("bytes", pa.int64()), ("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()),
+    ("raw", pa.string()),
+])
+
+
+class InputSpec(BaseModel):
+    """One input: a file or folder, local or ``s3://``, and how to read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="local path or s3:// URI of a file or a folder (read recursively)")
+    source: str = Field(
+        pattern=r"^[A-Za-z0-9_.]+$",
+        description="source name, unique across inputs; prefixes ids, so no '-' (keeps ids unique across sources)",
+    )
+    domain: Literal["financial", "general"] = Field(description="domain label carried by every row")
+    format: Literal["auto", "jsonl", "parquet", "text"] = Field(
+        "auto", description="auto: by extension (.jsonl/.json/.ndjson[.gz], .parquet, .txt[.gz]); "
+        "text: one document per file, id = relative path",
+    )
+    text_field: str = Field("text", description="field/column holding the document text (jsonl, parquet)")
+    id_field: str = Field("id", description="field/column holding the id; missing ids become <source>-<file>-<line>")
+
+
+@dataclass
+class IngestResult:
+    """The lazy document dataset plus what was quarantined (counts per source and reason)."""
+
+    dataset: ray.data.Dataset
+    quarantined: dict[str, dict[str, int]]
+    quarantine_files: dict[str, str]
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(sum(r.values()) for r in self.quarantined.values())
+
+
+# ---------------------------------------------------------------- planning (driver, before Ray)
+
+def _format_of(uri: str, fmt: str) -> str | None:
+    if fmt != "auto":
+        return fmt
+    low = uri.lower()
+    for name, suffixes in _SUFFIXES.items():
+        if low.endswith(suffixes):
+            return name
+    return None
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+def _probe(task: dict[str, Any]) -> None:
+    """Open the file (and gunzip its first bytes / read the parquet footer) so that a missing or
+    unreadable input fails here, naming the path, before any pipeline starts."""
+    uri, text_field = task["file_uri"], task["text_field"]
+    if task["format"] == "parquet":
+        try:
+            fs, path = storage.filesystem_for(uri)
+            with fs.open_input_file(path) as f:
+                schema = pq.ParquetFile(f).schema_arrow
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StorageError(f"{uri}: unreadable parquet file ({exc})") from exc
+        if text_field not in schema.names:
+            raise ValueError(f"{uri}: no column {text_field!r} (columns: {schema.names}); set text_field")
+        if not pa.types.is_string(schema.field(text_field).type) and not pa.types.is_large_string(
+                schema.field(text_field).type):
+            raise ValueError(f"{uri}: column {text_field!r} is {schema.field(text_field).type}, not a string column")
+        return
+    try:
+        with storage.open_input(uri) as f:
+            f.read(1)
+    except (OSError, EOFError) as exc:
+        raise StorageError(f"{uri}: unreadable ({exc})") from exc
+
+
+def plan_inputs(specs: Sequence[InputSpec]) -> list[dict[str, Any]]:
+    """One task per input file (URI, relative name, format, spec fields); raises on any input
+    that is missing, empty, unreadable or of unknown format, naming it."""
+    names = [s.source for s in specs]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"source names must be unique across inputs: {dupes}")
+    tasks: list[dict[str, Any]] = []
+    for spec in specs:
+        files = storage.list_files(spec.path)  # StorageError naming the path if it is missing
+        root = spec.path.rstrip("/")
+        spec_tasks = []
+        for uri in files:
+            rel = os.path.basename(uri) if uri == spec.path else uri[len(root):].lstrip("/").replace(os.sep, "/")
+            if uri != spec.path and _hidden(rel):
+                continue  # _SUCCESS, .crc and similar markers
+            fmt = _format_of(uri, spec.format)
+            if fmt is None:
+                raise ValueError(
+                    f"{uri}: cannot tell the format from the extension; set format= on input {spec.source!r}")
+            spec_tasks.append({  # absolute local paths: workers' cwd differs from the driver's
+                "file_uri": uri if storage.is_s3(uri) else os.path.abspath(uri), "rel": rel,
+                "format": fmt, "source": spec.source, "domain": spec.domain,
+                "text_field": spec.text_field, "id_field": spec.id_field,
+            })
+        if not spec_tasks:
+            raise StorageError(f"{spec.path}: no input files found")
+        tasks.extend(spec_tasks)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(_probe, tasks))
+    return tasks
+
+
+# ---------------------------------------------------------------- parsing (inside Ray tasks)
+
+class _Rows:
+    """Accumulates output rows for one file and flushes them as Arrow tables."""
+
+    def __init__(self, task: dict[str, Any]):
+        self.task = task
+        self.cols: dict[str, list] = {name: [] for name in _SCHEMA.names}
+
+    def __len__(self) -> int:
+        return len(self.cols["id"])
+
+    def doc(self, line: int, doc_id: str, text: str) -> None:
+        self._add(doc_id, text, len(text.encode("utf-8")), "", line, "", "")
+
+    def bad(self, line: int, reason: str, raw: str) -> None:
+        self._add("", "", 0, self.task["rel"], line, reason, raw[:RAW_MAX_CHARS])
+
+    def _add(self, doc_id, text, nbytes, file, line, reason, raw) -> None:
+        for name, value in zip(_SCHEMA.names, (doc_id, text, self.task["source"], self.task["domain"],
+                                               nbytes, file, line, reason, raw)):
+            self.cols[name].append(value)
+
+    def flush(self) -> pa.Table:
+        table = pa.table(self.cols, schema=_SCHEMA)
+        self.cols = {name: [] for name in _SCHEMA.names}
+        return table
+
+
+def _doc_id(task: dict[str, Any], raw_id: Any, line: int) -> str | None:
+    """The row id, unique across sources: ``<source>-`` prefix unless already there; None if unusable."""
+    source = task["source"]
+    if raw_id is None or raw_id == "":
+        return f"{source}-{task['rel']}-{line}"
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        return None
+    raw_id = str(raw_id)
+    return raw_id if raw_id.startswith(f"{source}-") else f"{source}-{raw_id}"
+
+
+def _record(rows: _Rows, line: int, obj: Any, raw: str) -> None:
+    """Validate one parsed record; add it as a doc or a quarantine entry."""
+    task = rows.task
+    if not isinstance(obj, dict):
+        return rows.bad(line, "not_an_object", raw)
+    text = obj.get(task["text_field"])
+    if text is None:
+        return rows.bad(line, "missing_text", raw)
+    if not isinstance(text, str):
+        return rows.bad(line, "non_string_text", raw)
+    if not text.strip():
+        return rows.bad(line, "empty_text", raw)
+    doc_id = _doc_id(task, obj.get(task["id_field"]), line)
+    if doc_id is None:
+        return rows.bad(line, "bad_id", raw)
+    rows.doc(line, doc_id, text)
+
+
+def _read_jsonl(rows: _Rows) -> Iterator[pa.Table]:
+    uri = rows.task["file_uri"]
+    line = 0
+    try:
+        with storage.open_input(uri) as f:
+            for line, raw_bytes in enumerate(f, start=1):
+                if not raw_bytes.strip():
+                    continue  # blank lines separate nothing and hold no record
+                try:
+                    raw = raw_bytes.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    rows.bad(line, "invalid_utf8", raw_bytes.decode("utf-8", "replace").rstrip("\r\n"))
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    rows.bad(line, "bad_json", raw)
+                    continue
+                _record(rows, line, obj, raw)
+                if len(rows) >= ROWS_PER_OUTPUT:
+                    yield rows.flush()
+    except (OSError, EOFError) as exc:  # truncated gzip, lost connection: a file problem, not a record's
+        raise StorageError(f"{uri}: read failed after line {line}: {exc}") from exc
+    yield rows.flush()
+
+
+def _read_parquet(rows: _Rows) -> Iterator[pa.Table]:
+    task = rows.task
+    uri = task["file_uri"]
+    line = 0
+    try:
+        fs, path = storage.filesystem_for(uri)
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            columns = [c for c in dict.fromkeys([task["text_field"], task["id_field"]]) if c in pf.schema_arrow.names]
+            for batch in pf.iter_batches(batch_size=ROWS_PER_OUTPUT, columns=columns):
+                for record in batch.to_pylist():
+                    line += 1
+                    _record(rows, line, record, json.dumps(record, ensure_ascii=False, default=str))
+                yield rows.flush()
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"{uri}: read failed after row {line}: {exc}") from exc
+
+
+def _read_text(rows: _Rows) -> Iterator[pa.Table]:
+    """One document per file; line 0 stands for "the whole file"."""
+    task = rows.task
+    with storage.open_input(task["file_uri"]) as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        rows.bad(0, "invalid_utf8", data[:RAW_MAX_CHARS * 4].decode("utf-8", "replace"))
+    else:
+        if text.strip():
+            rows.doc(0, f"{task['source']}-{task['rel']}", text)
+        else:
+            rows.bad(0, "empty_text", text)
+    yield rows.flush()
+
+
+_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text}
+
+
+def parse_files(batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
+    """Ray Data UDF: file tasks in, docs and quarantine records (``reason`` != "") out, streamed."""
+    for i in range(len(batch["file_uri"])):
+        task = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
+        yield from _READERS[task["format"]](_Rows(task))
+
+
+def parsed_dataset(tasks: list[dict[str, Any]]) -> ray.data.Dataset:
+    """Lazy dataset of every parsed record (docs and quarantine records together)."""
+    return ray.data.from_items(tasks, override_num_blocks=min(len(tasks), 1000)).map_batches(
+        parse_files, batch_size=1, batch_format="numpy")
+
+
+# ---------------------------------------------------------------- quarantine + public entry points
+
+def _write_quarantine(bad: ray.data.Dataset, sources: list[str], quarantine_dir: str
+                      ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Stream the bad records to one JSONL per source (an empty file when none: checked, clean)."""
+    counts: dict[str, collections.Counter] = {s: collections.Counter() for s in sources}
+    paths = {s: storage.join(quarantine_dir, f"{s}.jsonl") for s in sources}
+    streams = {}
+    try:
+        for s, uri in paths.items():
+            fs, path = storage.filesystem_for(uri)
+            if not storage.is_s3(uri):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            streams[s] = fs.open_output_stream(path, compression=None)
+        for batch in bad.iter_batches(batch_format="pyarrow", batch_size=1000):
+            for rec in batch.select(QUARANTINE_COLUMNS).to_pylist():
+                counts[rec["source"]][rec["reason"]] += 1
+                streams[rec["source"]].write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise StorageError(f"{quarantine_dir}: cannot write quarantine ({exc})") from exc
+    finally:
+        for stream in streams.values():
+            stream.close()
+    return {s: dict(sorted(c.items())) for s, c in counts.items()}, paths
+
+
+def ingest(specs: Sequence[InputSpec], quarantine_dir: str) -> IngestResult:
+    """Validate inputs, quarantine bad records (one streaming scan), return the lazy doc dataset."""
+    specs = [s if isinstance(s, InputSpec) else InputSpec.model_validate(s) for s in specs]
+    tasks = plan_inputs(specs)
+    parsed = parsed_dataset(tasks)
+    sources = [s.source for s in specs]
+    quarantined, paths = _write_quarantine(parsed.filter(expr=col("reason") != ""), sources, quarantine_dir)
+    files = dict(collections.Counter(t["source"] for t in tasks))
+    summary = {"quarantined": quarantined, "files": files, "reasons": list(QUARANTINE_REASONS)}
+    storage.write_text(storage.join(quarantine_dir, SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
+    docs = parsed.filter(expr=col("reason") == "").select_columns(DOC_COLUMNS)
+    return IngestResult(dataset=docs, quarantined=quarantined, quarantine_files=paths, files=files)
+
+
+def read_inputs(specs: Sequence[InputSpec], quarantine_dir: str) -> ray.data.Dataset:
+    """Dataset of ``id, text, source, domain, bytes`` from ``specs``; counts in ``<quarantine_dir>/_summary.json``."""
+    return ingest(specs, quarantine_dir).dataset
+
+
+def quarantine_summary(quarantine_dir: str) -> dict[str, Any]:
+    """The counts written by the last ``ingest`` into ``quarantine_dir``."""
+    return json.loads(storage.read_text(storage.join(quarantine_dir, SUMMARY_FILE)))

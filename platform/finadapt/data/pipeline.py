@@ -1,0 +1,217 @@
+"""The corpus stage end to end on Ray Data:
+
+ingest -> normalize -> filter -> exact dedup -> near dedup -> decontaminate -> tokenize -> mix -> pack.
+
+Every stage reports its counts per source (Ray aggregations; nothing is collected on the driver but
+counts, pairs and examples), the result is materialized in the object store between stages that are
+read more than once (it spills to disk, so memory stays bounded), and the shards + manifest +
+report land in `output_dir` (local or s3://).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from finadapt import storage
+from finadapt.data.decontaminate import DecontamConfig, decontaminate
+from finadapt.data.exact_dedup import ExactDedupConfig, exact_dedup
+from finadapt.data.filters import FilterConfig, count_by, keep_passing, label_dataset
+from finadapt.data.ingest import InputSpec, ingest
+from finadapt.data.minhash import MinHashConfig
+from finadapt.data.mix import MixConfig, mix_dataset
+from finadapt.data.neardup import near_dedup
+from finadapt.data.normalize import normalize_batch
+from finadapt.data.pack import PackConfig, Tokenize, pack_batch
+
+log = logging.getLogger(__name__)
+
+
+class NearDedupSection(MinHashConfig):
+    enabled: bool = Field(True, description="run MinHash-LSH near-duplicate removal")
+
+
+class CorpusConfig(BaseModel):
+    """Corpus stage config (`pipelines/configs/corpus.yaml`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[InputSpec] = Field(description="files or folders, local or s3://, each with source and domain")
+    output_dir: str = Field("runs/corpus", description="shards, manifest and report (local dir or s3://)")
+    filters: FilterConfig = FilterConfig()
+    exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    near_dedup: NearDedupSection = NearDedupSection()
+    decontamination: DecontamConfig = DecontamConfig()
+    mix: MixConfig = MixConfig()
+    pack: PackConfig = PackConfig()
+    shard_rows: int = Field(2048, ge=1, description="packed sequences per parquet shard (approximate)")
+    ray_address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _resolve_data_prefix(cls, value: Any) -> Any:
+        """`data:corpora/x.jsonl.gz` -> a path under FINADAPT_DATA_DIR (default ../shared/data)."""
+        from finadapt.paths import data_dir
+
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            if isinstance(item, dict) and str(item.get("path", "")).startswith("data:"):
+                item = {**item, "path": str(data_dir() / item["path"][len("data:"):])}
+            out.append(item)
+        return out
+
+
+def config_hash(cfg: CorpusConfig) -> str:
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+
+
+def input_fingerprints(specs: list[InputSpec]) -> list[dict[str, Any]]:
+    """Size + mtime per input file (cheap, exact enough to tell inputs apart; S3: size only)."""
+    out = []
+    for spec in specs:
+        fs, path = storage.filesystem_for(spec.path)
+        files = storage.list_files(spec.path)
+        infos = fs.get_file_info([storage.filesystem_for(f)[1] for f in files])
+        digest = hashlib.sha256()
+        total = 0
+        for f, info in zip(files, infos):
+            digest.update(f"{f}:{info.size}:{info.mtime_ns or 0}".encode())
+            total += info.size or 0
+        out.append({"source": spec.source, "path": spec.path, "files": len(files), "bytes": total,
+                    "fingerprint": digest.hexdigest()[:16]})
+    return out
+
+
+def _per_source(ds) -> dict[str, int]:
+    return count_by(ds, "source")
+
+
+def _tokens_by(ds, column: str) -> dict[str, int]:
+    rows = ds.groupby(column).sum("n_tokens").take_all()
+    return {str(r[column]): int(r["sum(n_tokens)"]) for r in rows}
+
+
+def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
+    """Run the whole corpus stage; returns the manifest (also written to `output_dir`)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
+                 ignore_reinit_error=True)
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    stages: dict[str, dict[str, int]] = {}
+
+    def lap(name: str) -> None:
+        seconds[name] = round(time.perf_counter() - t0 - sum(seconds.values()), 2)
+        log.info("corpus stage %s done in %.1f s", name, seconds[name])
+
+    fingerprints = input_fingerprints(cfg.inputs)
+    quarantine_dir = storage.join(cfg.output_dir, "quarantine")
+    ingested = ingest(cfg.inputs, quarantine_dir)
+    ds = ingested.dataset.map_batches(normalize_batch, batch_format="numpy").materialize()
+    stages["ingested"] = _per_source(ds)
+    lap("ingest+normalize")
+
+    labelled = label_dataset(ds, cfg.filters).materialize()
+    drops = {}
+    for row in labelled.groupby(["source", "drop_reason"]).count().take_all():
+        if row["drop_reason"]:
+            drops.setdefault(row["drop_reason"], {})[row["source"]] = int(row["count()"])
+    ds = keep_passing(labelled).materialize()
+    stages["filtered"] = _per_source(ds)
+    lap("filter")
+
+    exact = exact_dedup(ds, cfg.exact_dedup)
+    ds = exact.dataset
+    stages["exact_dedup"] = _per_source(ds)
+    lap("exact_dedup")
+
+    near_stats: dict[str, Any] = {"enabled": cfg.near_dedup.enabled}
+    if cfg.near_dedup.enabled:
+        minhash_cfg = MinHashConfig(**cfg.near_dedup.model_dump(exclude={"enabled"}))
+        ds, stats = near_dedup(ds, minhash_cfg)
+        ds = ds.materialize()
+        near_stats.update(stats)
+    stages["near_dedup"] = _per_source(ds)
+    lap("near_dedup")
+
+    decon = decontaminate(ds, cfg.decontamination)
+    ds = decon.dataset.materialize()
+    stages["decontaminated"] = _per_source(ds)
+    lap("decontaminate")
+
+    tokenized = ds.map_batches(Tokenize, fn_constructor_args=(cfg.pack.tokenizer, cfg.pack.separator),
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+                               batch_size=cfg.pack.batch_size, batch_format="numpy").materialize()
+    tokens_before = _tokens_by(tokenized, cfg.mix.by)
+    tokens_by_source_before = _tokens_by(tokenized, "source")
+    lap("tokenize")
+
+    mixed, rates, cutoffs = mix_dataset(tokenized, cfg.mix)
+    mixed = mixed.random_shuffle(seed=cfg.mix.seed).materialize()
+    tokens_after = _tokens_by(mixed, cfg.mix.by)
+    tokens_by_source_after = _tokens_by(mixed, "source")
+    stages["mixed"] = _per_source(mixed)
+    lap("mix")
+
+    pad_id = Tokenize(cfg.pack.tokenizer, cfg.pack.separator).sep_id
+    packed = mixed.select_columns(["input_ids"]).map_batches(
+        pack_batch, fn_kwargs={"seq_len": cfg.pack.seq_len, "pad_id": pad_id},
+        batch_size=cfg.pack.batch_size, batch_format="numpy").materialize()
+    shards_dir = storage.join(cfg.output_dir, "shards")
+    fs, path = storage.filesystem_for(shards_dir)
+    packed.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.shard_rows)
+    pack_stats = packed.sum(["n_tokens", "n_docs"]) if packed.count() else {"sum(n_tokens)": 0, "sum(n_docs)": 0}
+    n_sequences = packed.count()
+    lap("pack+write")
+
+    shards = storage.list_files(shards_dir, suffix=".parquet")
+    manifest = {
+        "stage": "corpus",
+        "config_hash": config_hash(cfg),
+        "config": cfg.model_dump(mode="json"),
+        "inputs": fingerprints,
+        "quarantine": {"total": ingested.quarantined_total, "by_source": ingested.quarantined,
+                       "files": ingested.quarantine_files},
+        "documents_per_stage": stages,
+        "filter_drops": drops,
+        "exact_dedup": {"removed": exact.removed, "examples": exact.examples},
+        "near_dedup": near_stats,
+        "decontamination": {"mode": cfg.decontamination.mode, "flagged": decon.contaminated,
+                            "by_task": decon.by_task, "eval_texts": decon.eval_texts,
+                            "skipped_short_eval_texts": decon.skipped_short, "matches": decon.report[:50]},
+        "tokens": {"by_" + cfg.mix.by + "_before_mix": tokens_before, "by_" + cfg.mix.by + "_after_mix": tokens_after,
+                   "by_source_before_mix": tokens_by_source_before, "by_source_after_mix": tokens_by_source_after,
+                   "target_ratios": cfg.mix.ratios, "sampling_rates": rates, "bucket_cutoffs": cutoffs},
+        "packing": {"seq_len": cfg.pack.seq_len, "sequences": n_sequences,
+                    "tokens": int(pack_stats["sum(n_tokens)"]), "documents": int(pack_stats["sum(n_docs)"]),
+                    "separator_id": pad_id, "shards": shards},
+        "seconds": seconds,
+    }
+    storage.write_text(storage.join(cfg.output_dir, "manifest.json"), json.dumps(manifest, indent=2, default=str))
+    from finadapt.data.report import corpus_report_markdown
+
+    storage.write_text(storage.join(cfg.output_dir, "report.md"), corpus_report_markdown(manifest))
+    storage.write_text(storage.join(cfg.output_dir, "report.json"), json.dumps(
+        {k: v for k, v in manifest.items() if k != "config"}, indent=2, default=str))
+    return manifest
+
+
+def read_shards(output_dir: str) -> pa.Table:
+    """All packed sequences of a corpus run (small corpora / tests; training streams them with Ray Data)."""
+    import pyarrow.parquet as pq
+
+    tables = []
+    for uri in storage.list_files(storage.join(output_dir, "shards"), suffix=".parquet"):
+        fs, path = storage.filesystem_for(uri)
+        tables.append(pq.read_table(path, filesystem=fs))
+    return pa.concat_tables(tables) if tables else pa.table({})
