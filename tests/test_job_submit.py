@@ -100,3 +100,32 @@ def test_job_submit_without_token_is_refused(ray_head):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{address}/api/jobs/", timeout=30)
     assert err.value.code == 401
+
+
+@pytest.mark.slow
+def test_corpus_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
+    """The corpus stage through `ray job submit` on a small real slice of the Reuters/Wikipedia corpora."""
+    import gzip
+
+    from finadapt.paths import data_dir
+
+    address, env = ray_head
+    inputs = []
+    for name, domain in (("reuters21578", "financial"), ("wikipedia_en", "general")):
+        path = tmp_path / f"{name}.jsonl"
+        with gzip.open(data_dir() / "corpora" / f"{name}.jsonl.gz", "rt") as src, open(path, "w") as dst:
+            for i, line in enumerate(src):
+                if i >= 300:
+                    break
+                dst.write(line)
+        inputs.append(f"{{path: '{path}', source: {name}, domain: {domain}}}")
+    out = tmp_path / "corpus-job"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+           "python", "pipelines/prepare_corpus.py", "--config", "pipelines/configs/corpus.yaml",
+           f"inputs=[{', '.join(inputs)}]", f"output_dir={out}", "pack.tokenizer=tiny-random", "pack.seq_len=256"]
+    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["documents_per_stage"]["ingested"] == {"reuters21578": 300, "wikipedia_en": 300}
+    assert manifest["packing"]["tokens"] == sum(manifest["tokens"]["by_domain_after_mix"].values()) > 0
+    assert (out / "report.md").exists()
