@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo demo-full test bench-eval job-eval clean
+.PHONY: setup demo demo-full corpus test bench-eval bench-dedup job-eval clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,18 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	$(BIN)/python pipelines/evaluate.py --config pipelines/configs/evaluate.yaml
 
+corpus: $(STAMP)
+	$(BIN)/finadapt corpus --config pipelines/configs/corpus.yaml -o runs/corpus
+
 test: $(STAMP)
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
 bench-eval: $(STAMP)
 	$(BIN)/python benchmarks/eval_speed.py
+
+bench-dedup: $(STAMP)
+	$(BIN)/python benchmarks/dedup.py
 
 # Submit the evaluation as a Ray job to a running cluster (RAY_ADDRESS, default the local head).
 job-eval: $(STAMP)
