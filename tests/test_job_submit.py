@@ -51,8 +51,9 @@ def ray_head(tmp_path_factory):
     else:
         os.killpg(proc.pid, signal.SIGTERM)
         pytest.fail(f"ray head did not answer on {address}, see {log.name}")
-    # The job API answers before the node's agent can run jobs; wait until a trivial job succeeds.
-    deadline = time.time() + 120
+    # The job API answers before the node's agent can run jobs; wait until a trivial job succeeds
+    # (on a loaded 2-core machine the agent has taken over two minutes to register).
+    deadline = time.time() + 420
     while True:
         probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "python", "-c", "print(1)"],
                                env=env, capture_output=True, text=True, timeout=120)
