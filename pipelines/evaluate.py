@@ -7,23 +7,14 @@ Arguments after the config are `key.sub=value` overrides of `finadapt.config.Eva
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from finadapt.config import ConfigError, EvalConfig, load_config
+from finadapt.config import EvalConfig, entrypoint_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="pipelines/configs/evaluate.yaml", help="EvalConfig YAML")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(EvalConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = entrypoint_config(EvalConfig, __doc__, "pipelines/configs/evaluate.yaml", argv)
+    if cfg is None:
         return 2
     from finadapt.evaluate.api import evaluate
     from finadapt.evaluate.report import markdown_table

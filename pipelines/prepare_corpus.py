@@ -7,26 +7,16 @@ Arguments after the config are `key.sub=value` overrides of `finadapt.data.pipel
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 
-from finadapt.config import ConfigError, load_config
+from finadapt.config import entrypoint_config
+from finadapt.data.pipeline import CorpusConfig, run_corpus
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="pipelines/configs/corpus.yaml", help="CorpusConfig YAML")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from finadapt.data.pipeline import CorpusConfig, run_corpus
-
-    try:
-        cfg = load_config(CorpusConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = entrypoint_config(CorpusConfig, __doc__, "pipelines/configs/corpus.yaml", argv)
+    if cfg is None:
         return 2
     manifest = run_corpus(cfg)
     print(json.dumps({"documents_per_stage": manifest["documents_per_stage"], "packing": {

@@ -127,3 +127,22 @@ def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[
 
 def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def entrypoint_config(cls: type[Cfg], doc: str, default_config: str, argv: list[str] | None = None) -> Cfg | None:
+    """`--config FILE key.sub=value ...` for the `pipelines/*.py` entrypoints; None (after printing
+    the error) when the config is invalid, so the script can exit with status 2."""
+    import argparse
+    import logging
+    import sys
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=default_config, help=f"{cls.__name__} YAML")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return None

@@ -79,19 +79,26 @@ def split_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     return body, head
 
 
-class ChoiceScorer:
-    """Scores `choices` by log P(label | prompt), summed over label tokens, log-sum-exp over surface forms."""
+class _PromptRunner:
+    """What both scorers share: the model, how prompts are rendered, truncated and batched."""
 
-    def __init__(self, model, tokenizer, wrapper: str = "chat", max_length: int = 1024,
-                 token_budget: int = 4096, variants: bool = True):
+    def __init__(self, model, tokenizer, wrapper: str, max_length: int, token_budget: int):
         self.model = model
         self.tokenizer = tokenizer
         self.wrapper = wrapper
         self.max_length = max_length
         self.token_budget = token_budget
-        self.variants = variants
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+class ChoiceScorer(_PromptRunner):
+    """Scores `choices` by log P(label | prompt), summed over label tokens, log-sum-exp over surface forms."""
+
+    def __init__(self, model, tokenizer, wrapper: str = "chat", max_length: int = 1024,
+                 token_budget: int = 4096, variants: bool = True):
+        super().__init__(model, tokenizer, wrapper, max_length, token_budget)
+        self.variants = variants
         self.body, self.head = split_head(model)
 
     def _continuations(self, choices: list[str], sep: str) -> list[list[list[int]]]:
@@ -234,19 +241,13 @@ def greedy_generate(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens
     return generated, first_logp
 
 
-class Generator:
+class Generator(_PromptRunner):
     """Greedy decoding until EOS or `max_new_tokens`, batched by prompt length; generations are stripped."""
 
     def __init__(self, model, tokenizer, wrapper: str = "chat", max_length: int = 1024,
                  token_budget: int = 4096, max_batch: int = 32):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.wrapper = wrapper
-        self.max_length = max_length
-        self.token_budget = token_budget
+        super().__init__(model, tokenizer, wrapper, max_length, token_budget)
         self.max_batch = max_batch
-        self.device = next(model.parameters()).device
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stop_ids = eos_ids(model, tokenizer)
 
     def generate(self, rows: list[dict], max_new_tokens: int, keep_first_logprobs: bool = False) -> list[dict]:
