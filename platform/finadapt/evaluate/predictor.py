@@ -9,7 +9,6 @@ import logging
 import time
 
 import pandas as pd
-import torch
 
 from finadapt.evaluate.scorer import ChoiceScorer, Generator
 from finadapt.models import load_model
@@ -86,6 +85,3 @@ def _ray_counter():
     except Exception:  # metrics are optional; never fail scoring over them
         return None
 
-
-def torch_threads_note() -> str:
-    return f"torch threads={torch.get_num_threads()}"
