@@ -170,8 +170,8 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     shards_dir = storage.join(cfg.output_dir, "shards")
     fs, path = storage.filesystem_for(shards_dir)
     packed.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.shard_rows)
-    pack_stats = packed.sum(["n_tokens", "n_docs"]) if packed.count() else {"sum(n_tokens)": 0, "sum(n_docs)": 0}
     n_sequences = packed.count()
+    pack_stats = packed.sum(["n_tokens", "n_docs"]) if n_sequences else {"sum(n_tokens)": 0, "sum(n_docs)": 0}
     lap("pack+write")
 
     shards = storage.list_files(shards_dir, suffix=".parquet")
