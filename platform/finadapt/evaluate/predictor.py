@@ -11,7 +11,7 @@ import time
 import pandas as pd
 
 from finadapt.evaluate.scorer import ChoiceScorer, Generator
-from finadapt.models import load_model
+from finadapt.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,21 @@ class FlarePredictor:
                  trust_remote_code: bool = False, wrapper: str = "chat", modes: tuple[str, ...] = ("choice",),
                  max_length: int = 1024, token_budget: int = 4096,
                  max_new_tokens: dict[str, int] | None = None, max_batch: int = 32):
-        self.loaded = load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        self._setup(load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code),
+                    wrapper, modes, max_length, token_budget, max_new_tokens, max_batch)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, wrapper: str = "chat", modes: tuple[str, ...] = ("choice",),
+                    max_length: int = 1024, token_budget: int = 4096,
+                    max_new_tokens: dict[str, int] | None = None, max_batch: int = 32) -> "FlarePredictor":
+        """Score a model already in memory (validation inside a training loop)."""
+        predictor = cls.__new__(cls)
+        predictor._setup(loaded, wrapper, modes, max_length, token_budget, max_new_tokens, max_batch)
+        return predictor
+
+    def _setup(self, loaded: LoadedModel, wrapper: str, modes: tuple[str, ...], max_length: int,
+               token_budget: int, max_new_tokens: dict[str, int] | None, max_batch: int) -> None:
+        self.loaded = loaded
         model, tok = self.loaded.model, self.loaded.tokenizer
         self.modes = tuple(modes)
         self.scorer = ChoiceScorer(model, tok, wrapper, max_length, token_budget)

@@ -1,0 +1,148 @@
+"""Training configs for both stages (`pipelines/configs/pretrain.yaml`, `sft.yaml`).
+
+Defaults are the paper's: AdamW lr 1e-4, weight decay 0.1, batch 32 x gradient accumulation 4
+(= 128 sequences per optimizer step), 2 epochs for stage 1 and 1 for stage 2, best checkpoint kept.
+The per-worker micro-batch only decides memory: the effective batch per optimizer step holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from finadapt.config import ConfigError, ModelConfig, StrictModel
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="not applied to biases and norm weights")
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm (None: off)")
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of optimizer steps with linear warm-up")
+    fused: bool | None = Field(None, description="fused AdamW kernel; None = on where torch supports it")
+
+
+class BatchConfig(StrictModel):
+    """Effective batch = batch_size x grad_accum sequences (stage 1) or samples (stage 2) per step."""
+
+    batch_size: int = Field(32, ge=1, description="the paper's per-step batch before accumulation")
+    grad_accum: int = Field(4, ge=1, description="the paper's gradient accumulation steps")
+    micro_batch_size: int = Field(8, ge=1, description="stage 1: sequences per forward on each worker")
+    micro_batch_tokens: int = Field(4096, ge=16, description="stage 2: packed tokens per forward on each worker")
+
+    @property
+    def effective(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def per_worker(self, num_workers: int) -> int:
+        """Sequences/samples each worker contributes per optimizer step; errors if the split is uneven."""
+        if self.effective % num_workers:
+            raise ConfigError(
+                f"batch: effective batch {self.batch_size} x {self.grad_accum} = {self.effective} cannot be "
+                f"split evenly over {num_workers} workers; change batch.batch_size, batch.grad_accum or "
+                f"scaling.num_workers")
+        return self.effective // num_workers
+
+    def micro_steps(self, num_workers: int) -> int:
+        """Stage 1: forwards per optimizer step on each worker (per-worker share / micro-batch)."""
+        share = self.per_worker(num_workers)
+        if share % self.micro_batch_size:
+            raise ConfigError(
+                f"batch: {num_workers} workers x micro_batch_size {self.micro_batch_size} x accumulation "
+                f"cannot make the effective batch {self.effective} ({share} per worker is not a multiple of "
+                f"{self.micro_batch_size}); pick a micro_batch_size dividing {share}")
+        return share // self.micro_batch_size
+
+
+class ScalingSection(StrictModel):
+    num_workers: int = Field(1, ge=0, description="Ray Train workers (0 = run the loop in the driver)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    threads_per_worker: int | None = Field(None, ge=1, description="torch intra-op threads (None: cpus_per_worker)")
+
+
+class CheckpointSection(StrictModel):
+    storage_path: str = Field("runs/train", description="Ray Train storage: local dir or s3://bucket/prefix")
+    name: str = Field("run", description="run name; running again with the same name resumes it")
+    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (None: at evaluation)")
+    num_to_keep: int = Field(2, ge=1, description="best checkpoints kept by the stage's score")
+    save_optimizer: bool = Field(True, description="optimizer/scheduler state, needed to resume")
+
+
+class FailureSection(StrictModel):
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)")
+
+
+class TrainConfig(StrictModel):
+    """Shared by both stages; the stage-specific data section is in the subclasses."""
+
+    stage: Literal["pretrain", "sft"]
+    model: ModelConfig = ModelConfig(dtype="auto")
+    optim: OptimConfig = OptimConfig()
+    batch: BatchConfig = BatchConfig()
+    epochs: float = Field(1, gt=0, description="passes over the training data (fractions allowed)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (None: epochs)")
+    eval_every_steps: int | None = Field(None, ge=1, description="validate every N steps (None: each epoch end)")
+    log_every_steps: int = Field(1, ge=1)
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    lora: dict[str, Any] | None = Field(None, description="peft LoraConfig kwargs; None = full fine-tuning")
+    compile: bool = Field(False, description="torch.compile the model (GPU mainly)")
+    peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; None = measured (CPU)")
+    scaling: ScalingSection = ScalingSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    failure: FailureSection = FailureSection()
+    output_dir: str = Field("runs/train/out", description="best model (HF dir), metrics, curves (local or s3://)")
+    ray_address: str | None = None
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
+    fail_at_step: int | None = Field(None, ge=1, description="testing: rank 0 exits hard once at this step")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> "TrainConfig":
+        workers = max(self.scaling.num_workers, 1)
+        self.batch.per_worker(workers)
+        if self.stage == "pretrain":
+            self.batch.micro_steps(workers)
+        return self
+
+
+class PretrainData(StrictModel):
+    shards: str = Field("runs/corpus", description="corpus output dir (shards/*.parquet) or a parquet path")
+    val_shards: int = Field(1, ge=1, description="last N shard files held out for validation perplexity")
+    val_sequences: int | None = Field(64, ge=1, description="cap on validation sequences (None: all)")
+    seq_len: int | None = Field(None, ge=16, description="cut packed rows into windows of this length "
+                                "(must divide the shard length; None: as packed)")
+    limit_sequences: int | None = Field(None, ge=1, description="use only the first N training sequences")
+
+
+class PretrainConfig(TrainConfig):
+    stage: Literal["pretrain"] = "pretrain"
+    epochs: float = 2
+    data: PretrainData = PretrainData()
+
+
+class SftData(StrictModel):
+    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="training splits used")
+    extra_jsonl: list[str] = Field([], description="more FLARE-format JSONL (e.g. synthetic), local or s3://")
+    template: Literal["chat", "flare"] = Field("chat", description="chat = the model's chat template; "
+                                               "flare = the raw FLARE query followed by the answer")
+    max_length: int = Field(1024, ge=16, description="prompt+response tokens kept; longer samples are counted")
+    limit_per_task: int | None = Field(None, ge=1, description="seeded sample of N training rows per task")
+    shuffle_seed: int = 0
+
+
+class SftValidation(StrictModel):
+    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"])
+    limit: int = Field(100, ge=1, description="validation rows per task (Headlines: headlines x 9), seeded")
+    task_limits: dict[str, int] = Field({"headlines": 20, "ner": 30})
+    wrapper: Literal["raw", "chat", "finma"] | None = Field(None, description="None: matches data.template")
+
+
+class SftConfig(TrainConfig):
+    stage: Literal["sft"] = "sft"
+    epochs: float = 1
+    data: SftData = SftData()
+    validation: SftValidation = SftValidation()
+

@@ -1,0 +1,112 @@
+"""Driver side of a training stage: data -> Ray Train `TorchTrainer` -> best checkpoint exported.
+
+Running again with the same `checkpoint.name` and `checkpoint.storage_path` resumes the run from its
+latest checkpoint (Ray Train V2); `failure.max_failures` restarts a dead worker group the same way.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from finadapt import storage
+from finadapt.train.checkpoint import copy_model_files
+from finadapt.train.config import PretrainConfig, SftConfig, TrainConfig
+from finadapt.train.data import plan_steps, pretrain_tables, sft_table
+from finadapt.train.loop import SCORE, Trainer, train_loop_per_worker
+from finadapt.train.report import write_training_report
+
+log = logging.getLogger(__name__)
+
+
+def build_tables(cfg: TrainConfig) -> tuple[dict, dict]:
+    if isinstance(cfg, PretrainConfig):
+        train, val, info = pretrain_tables(cfg)
+        return {"train": train, "val": val}, info
+    assert isinstance(cfg, SftConfig)
+    train, info = sft_table(cfg)
+    return {"train": train}, info
+
+
+def _storage_args(path: str) -> dict:
+    """Ray Train storage: s3:// goes through pyarrow (AWS_ENDPOINT_URL / FINADAPT_S3_ENDPOINT honoured)."""
+    if storage.is_s3(path):
+        fs, bucket_path = storage.filesystem_for(path)
+        return {"storage_path": bucket_path, "storage_filesystem": fs}
+    return {"storage_path": str(Path(path).expanduser().resolve())}
+
+
+def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict):
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
+                 ignore_reinit_error=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # same rows per worker after a restart: resumable position
+    datasets = {name: ray.data.from_arrow(table) for name, table in tables.items()}
+    key, mode = SCORE[cfg.stage]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.checkpoint.name, **_storage_args(cfg.checkpoint.storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
+                                               checkpoint_score_attribute=key, checkpoint_score_order=mode),
+            failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = [(c, m) for c, m in (result.best_checkpoints or []) if key in m]
+    if not best:
+        raise RuntimeError("the run reported no checkpoint with a score; nothing to export")
+    checkpoint, metrics = (min if mode == "min" else max)(best, key=lambda cm: cm[1][key])
+    return checkpoint, metrics, result
+
+
+def fit_locally(cfg: TrainConfig, tables: dict, plan: dict):
+    """No Ray at all (GPU box without Ray, debugging): same loop, one process."""
+    from finadapt.train.session import LocalSession
+
+    root = Path(cfg.checkpoint.storage_path).expanduser() / cfg.checkpoint.name
+    session = LocalSession(tables, root)
+    Trainer(cfg, session, plan).fit()
+    key, mode = SCORE[cfg.stage]
+    scored = [(d, m) for d, m in session.checkpoints if key in m]
+    directory, metrics = (min if mode == "min" else max)(scored, key=lambda dm: dm[1][key])
+    return directory, metrics, session
+
+
+def run_training(cfg: TrainConfig, use_ray: bool = True) -> dict:
+    """Train one stage; returns the summary written to `<output_dir>/summary.json`."""
+    t0 = time.perf_counter()
+    tables, data_info = build_tables(cfg)
+    workers = max(cfg.scaling.num_workers, 1)
+    plan = plan_steps(cfg, tables["train"].num_rows, workers)
+    log.info("%s data: %s; plan: %s", cfg.stage, {k: v for k, v in data_info.items() if "files" not in k}, plan)
+    if use_ray:
+        checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan)
+        with checkpoint.as_directory() as directory:
+            exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))
+        best_path = checkpoint.path
+    else:
+        directory, metrics, _ = fit_locally(cfg, tables, plan)
+        exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))
+        best_path = str(directory)
+    summary = {
+        "stage": cfg.stage, "model": cfg.model.spec, "plan": plan, "data": data_info,
+        "best_checkpoint": best_path, "best_model_dir": storage.join(cfg.output_dir, "best"),
+        "best_metrics": metrics, "exported_files": len(exported), "wall_seconds": time.perf_counter() - t0,
+        "config": cfg.model_dump(mode="json"),
+    }
+    write_training_report(cfg, summary)
+    return summary
