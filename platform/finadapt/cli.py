@@ -104,6 +104,48 @@ def corpus_command(
     typer.echo(corpus_report_markdown(manifest))
 
 
+def _train_command(cls, config: Path, output: Optional[str], overrides: list[str], no_ray: bool) -> None:
+    from finadapt.train.cli_support import run_stage
+
+    sets = list(overrides) + ([f"output_dir={output}"] if output else [])
+    try:
+        cfg = load_config(cls, config, sets)
+    except ConfigError as err:
+        typer.echo(f"config error: {err}", err=True)
+        raise typer.Exit(2) from None
+    run_stage(cfg, use_ray=not no_ray)
+
+
+@app.command("pretrain")
+def pretrain_command(
+    config: Path = typer.Option(Path("pipelines/configs/pretrain.yaml"), "--config", "-c", help="PretrainConfig YAML"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
+    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+    no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
+    verbose: bool = typer.Option(True, "--verbose/--quiet"),
+) -> None:
+    """Stage 1: further pre-training (causal LM) on packed corpus shards; keeps the best checkpoint."""
+    _setup_logging(verbose)
+    from finadapt.train import PretrainConfig
+
+    _train_command(PretrainConfig, config, output, overrides, no_ray)
+
+
+@app.command("sft")
+def sft_command(
+    config: Path = typer.Option(Path("pipelines/configs/sft.yaml"), "--config", "-c", help="SftConfig YAML"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
+    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+    no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
+    verbose: bool = typer.Option(True, "--verbose/--quiet"),
+) -> None:
+    """Stage 2: instruction tuning on FLARE training data (loss on responses only); keeps the best checkpoint."""
+    _setup_logging(verbose)
+    from finadapt.train import SftConfig
+
+    _train_command(SftConfig, config, output, overrides, no_ray)
+
+
 @app.command("report")
 def report_command(output_dir: str = typer.Argument(..., help="directory (or s3://) holding results.json")) -> None:
     """Re-render results.md and results.png from a results.json."""
@@ -117,7 +159,10 @@ def report_command(output_dir: str = typer.Argument(..., help="directory (or s3:
 def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] = typer.Option(None, "--config", "-c"),
                    overrides: list[str] = typer.Option([], "--set")) -> None:
     """Print the resolved config of a stage (defaults + YAML + overrides)."""
-    classes = {"eval": EvalConfig}
+    from finadapt.data.pipeline import CorpusConfig
+    from finadapt.train import PretrainConfig, SftConfig
+
+    classes = {"eval": EvalConfig, "corpus": CorpusConfig, "pretrain": PretrainConfig, "sft": SftConfig}
     if stage not in classes:
         console.print(f"[red]unknown stage {stage!r}; known: {sorted(classes)}[/red]")
         raise typer.Exit(2)

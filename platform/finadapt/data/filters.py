@@ -125,6 +125,7 @@ def keep_passing(ds: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def count_by(ds: ray.data.Dataset, column: str) -> dict[str, int]:
-    """Rows per value of ``column``, aggregated by Ray (only the small result reaches the driver)."""
-    counts = ds.groupby(column).count().take_all()
-    return {str(row[column]): int(row["count()"]) for row in sorted(counts, key=lambda r: str(r[column]))}
+    """Rows per value of ``column``, aggregated in the workers (only the small result reaches the driver)."""
+    from finadapt.data.aggregate import count_by as _count_by
+
+    return _count_by(ds, column)

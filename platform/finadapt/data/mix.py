@@ -98,11 +98,19 @@ def apply_mix(batch: dict[str, np.ndarray], rates: dict[str, float], cutoffs: di
     return out
 
 
-def mix_dataset(ds, cfg: MixConfig):
-    """(mixed dataset, sampling rates, bucket cutoffs) for a tokenized dataset with `n_tokens`."""
-    bucketed = ds.map_batches(add_bucket, fn_kwargs={"seed": cfg.seed, "buckets": cfg.buckets},
-                              batch_format="numpy").materialize()
-    histogram = bucketed.groupby([cfg.by, "mix_bucket"]).sum("n_tokens").take_all()
+def bucketed_dataset(ds, cfg: MixConfig):
+    """Lazily add each document's seeded hash bucket (`mix_bucket`); materialize it before `mix_bucketed`."""
+    return ds.map_batches(add_bucket, fn_kwargs={"seed": cfg.seed, "buckets": cfg.buckets}, batch_format="numpy")
+
+
+def mix_bucketed(bucketed, cfg: MixConfig):
+    """(mixed dataset, sampling rates, bucket cutoffs) for a bucketed, tokenized dataset.
+
+    The token histogram groups only the three columns it needs (a shuffle of small rows, not of the
+    documents); the mixed dataset is lazy over `bucketed`.
+    """
+    histogram = (bucketed.select_columns([cfg.by, "mix_bucket", "n_tokens"])
+                 .groupby([cfg.by, "mix_bucket"]).sum("n_tokens").take_all())
     available: dict[str, int] = {}
     for row in histogram:
         available[str(row[cfg.by])] = available.get(str(row[cfg.by]), 0) + int(row["sum(n_tokens)"])
@@ -111,3 +119,8 @@ def mix_dataset(ds, cfg: MixConfig):
     mixed = bucketed.map_batches(apply_mix, fn_kwargs={"rates": rates, "cutoffs": cutoffs, "by": cfg.by},
                                  batch_format="numpy").drop_columns(["mix_bucket"])
     return mixed, rates, cutoffs
+
+
+def mix_dataset(ds, cfg: MixConfig):
+    """(mixed dataset, sampling rates, bucket cutoffs) for a tokenized dataset with `n_tokens`."""
+    return mix_bucketed(bucketed_dataset(ds, cfg).materialize(), cfg)

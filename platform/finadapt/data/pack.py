@@ -32,10 +32,17 @@ class Tokenize:
             raise ValueError(f"separator token {token!r} is not in the vocabulary of {tokenizer_spec}")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        encoded = self.tokenizer(list(batch["text"]), add_special_tokens=False)["input_ids"]
-        ids = [np.asarray(e + [self.sep_id], dtype=np.int32) for e in encoded]
+        texts = [str(t) for t in batch["text"]]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        if backend is not None:  # same ids as tokenizer(...)["input_ids"], without the per-token Python lists
+            encoded = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        else:
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = np.empty(len(encoded), dtype=object)  # 1-D even when every document has the same length
+        for i, e in enumerate(encoded):
+            ids[i] = np.append(np.asarray(e, dtype=np.int32), np.int32(self.sep_id))
         out = dict(batch)
-        out["input_ids"] = np.array(ids, dtype=object)
+        out["input_ids"] = ids
         out["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
         return out
 

@@ -2,10 +2,11 @@
 
 ingest -> normalize -> filter -> exact dedup -> near dedup -> decontaminate -> tokenize -> mix -> pack.
 
-Every stage reports its counts per source (Ray aggregations; nothing is collected on the driver but
-counts, pairs and examples), the result is materialized in the object store between stages that are
-read more than once (it spills to disk, so memory stays bounded), and the shards + manifest +
-report land in `output_dir` (local or s3://).
+Every stage reports its counts per source (per-block aggregates in the workers; nothing is collected
+on the driver but counts, pairs and examples), a stage's result is materialized in the object store
+where it is read more than once (it spills to disk, so memory stays bounded) and released as soon as
+the next copy exists, and the shards + manifest + report land in `output_dir` (local or s3://).
+`tests/test_corpus_memory.py` runs it on a corpus several times the object store.
 """
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from finadapt import storage
 from finadapt.data.decontaminate import DecontamConfig, decontaminate
 from finadapt.data.exact_dedup import ExactDedupConfig, exact_dedup
-from finadapt.data.filters import FilterConfig, count_by, keep_passing, label_dataset
+from finadapt.data.aggregate import count_by, sum_by, total_by
+from finadapt.data.filters import FilterConfig, keep_passing, label_dataset
 from finadapt.data.ingest import InputSpec, ingest
 from finadapt.data.minhash import MinHashConfig
-from finadapt.data.mix import MixConfig, mix_dataset
+from finadapt.data.mix import MixConfig, bucketed_dataset, mix_bucketed
 from finadapt.data.neardup import near_dedup
 from finadapt.data.normalize import normalize_batch
 from finadapt.data.pack import PackConfig, Tokenize, pack_batch
@@ -94,13 +97,29 @@ def _per_source(ds) -> dict[str, int]:
     return count_by(ds, "source")
 
 
-def _tokens_by(ds, column: str) -> dict[str, int]:
-    rows = ds.groupby(column).sum("n_tokens").take_all()
-    return {str(r[column]): int(r["sum(n_tokens)"]) for r in rows}
+def _shard_stats(shards: list[str]) -> tuple[int, int, int]:
+    """(sequences, tokens, documents) of the written shards, one shard's two int columns at a time."""
+    import pyarrow.parquet as pq
+
+    rows = tokens = docs = 0
+    for uri in shards:
+        fs, path = storage.filesystem_for(uri)
+        table = pq.read_table(path, filesystem=fs, columns=["n_tokens", "n_docs"])
+        rows += table.num_rows
+        tokens += int(pc.sum(table.column("n_tokens")).as_py() or 0)
+        docs += int(pc.sum(table.column("n_docs")).as_py() or 0)
+    return rows, tokens, docs
 
 
 def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
-    """Run the whole corpus stage; returns the manifest (also written to `output_dir`)."""
+    """Run the whole corpus stage; returns the manifest (also written to `output_dir`).
+
+    Memory: the driver only ever holds counts, candidate pairs, examples and block references.
+    Documents live in the object store (spilled to disk when it fills), and each stage drops its
+    references to the previous stage's blocks as soon as they are consumed, so at most two copies of
+    the corpus (a stage's input and output) are alive at any time, in the store or on spill disk.
+    All per-stage counts are per-block aggregates over projected columns (no shuffle of documents).
+    """
     import ray
 
     if not ray.is_initialized():
@@ -117,20 +136,24 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     fingerprints = input_fingerprints(cfg.inputs)
     quarantine_dir = storage.join(cfg.output_dir, "quarantine")
     ingested = ingest(cfg.inputs, quarantine_dir)
-    ds = ingested.dataset.map_batches(normalize_batch, batch_format="numpy").materialize()
-    stages["ingested"] = _per_source(ds)
+    # ingest -> normalize -> filter labels in one streaming pass; one materialized copy (with labels)
+    labelled = label_dataset(ingested.dataset.map_batches(normalize_batch, batch_format="numpy"),
+                             cfg.filters).materialize()
+    label_counts = sum_by(labelled, ["source", "drop_reason"])
     lap("ingest+normalize")
-
-    labelled = label_dataset(ds, cfg.filters).materialize()
-    drops = {}
-    for row in labelled.groupby(["source", "drop_reason"]).count().take_all():
-        if row["drop_reason"]:
-            drops.setdefault(row["drop_reason"], {})[row["source"]] = int(row["count()"])
-    ds = keep_passing(labelled).materialize()
-    stages["filtered"] = _per_source(ds)
+    stages["ingested"], stages["filtered"], drops = {}, {}, {}
+    for row in sorted(label_counts, key=lambda r: (str(r["source"]), str(r["drop_reason"]))):
+        source, reason, n = str(row["source"]), row["drop_reason"], row["count"]
+        stages["ingested"][source] = stages["ingested"].get(source, 0) + n
+        if reason:
+            drops.setdefault(reason, {})[source] = n
+        else:
+            stages["filtered"][source] = n
+    ds = keep_passing(labelled)  # lazy: a cheap filter over the labelled blocks
     lap("filter")
 
-    exact = exact_dedup(ds, cfg.exact_dedup)
+    exact = exact_dedup(ds, cfg.exact_dedup)  # materialized: its own copy of the corpus
+    del ds, labelled  # release the labelled copy
     ds = exact.dataset
     stages["exact_dedup"] = _per_source(ds)
     lap("exact_dedup")
@@ -138,43 +161,49 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     near_stats: dict[str, Any] = {"enabled": cfg.near_dedup.enabled}
     if cfg.near_dedup.enabled:
         minhash_cfg = MinHashConfig(**cfg.near_dedup.model_dump(exclude={"enabled"}))
-        ds, stats = near_dedup(ds, minhash_cfg)
-        ds = ds.materialize()
+        ds, stats = near_dedup(ds, minhash_cfg)  # lazy: the exact-dedup blocks minus the removed ids
         near_stats.update(stats)
     stages["near_dedup"] = _per_source(ds)
     lap("near_dedup")
 
-    decon = decontaminate(ds, cfg.decontamination)
-    ds = decon.dataset.materialize()
-    stages["decontaminated"] = _per_source(ds)
+    decon = decontaminate(ds, cfg.decontamination)  # materialized (with the contamination columns)
+    exact_removed, exact_examples = exact.removed, exact.examples
+    del ds, exact  # release the exact-dedup copy
+    stages["decontaminated"] = _per_source(decon.dataset)
     lap("decontaminate")
 
-    tokenized = ds.map_batches(Tokenize, fn_constructor_args=(cfg.pack.tokenizer, cfg.pack.separator),
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-                               batch_size=cfg.pack.batch_size, batch_format="numpy").materialize()
-    tokens_before = _tokens_by(tokenized, cfg.mix.by)
-    tokens_by_source_before = _tokens_by(tokenized, "source")
+    tokenized = decon.dataset.map_batches(
+        Tokenize, fn_constructor_args=(cfg.pack.tokenizer, cfg.pack.separator),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), batch_size=cfg.pack.batch_size,
+        batch_format="numpy")
+    bucketed = bucketed_dataset(tokenized, cfg.mix).materialize()  # tokens + mix bucket, tokenized once
+    decon_summary = {"flagged": decon.contaminated, "by_task": decon.by_task, "eval_texts": decon.eval_texts,
+                     "skipped_short_eval_texts": decon.skipped_short, "matches": decon.report[:50]}
+    del tokenized, decon  # release the decontaminated copy
+    tokens_before = total_by(bucketed, cfg.mix.by, "n_tokens")
+    tokens_by_source_before = total_by(bucketed, "source", "n_tokens")
     lap("tokenize")
 
-    mixed, rates, cutoffs = mix_dataset(tokenized, cfg.mix)
+    mixed, rates, cutoffs = mix_bucketed(bucketed, cfg.mix)
     mixed = mixed.random_shuffle(seed=cfg.mix.seed).materialize()
-    tokens_after = _tokens_by(mixed, cfg.mix.by)
-    tokens_by_source_after = _tokens_by(mixed, "source")
+    del bucketed  # release the unmixed copy
+    tokens_after = total_by(mixed, cfg.mix.by, "n_tokens")
+    tokens_by_source_after = total_by(mixed, "source", "n_tokens")
     stages["mixed"] = _per_source(mixed)
     lap("mix")
 
     pad_id = Tokenize(cfg.pack.tokenizer, cfg.pack.separator).sep_id
     packed = mixed.select_columns(["input_ids"]).map_batches(
         pack_batch, fn_kwargs={"seq_len": cfg.pack.seq_len, "pad_id": pad_id},
-        batch_size=cfg.pack.batch_size, batch_format="numpy").materialize()
+        batch_size=cfg.pack.batch_size, batch_format="numpy")  # streamed into the parquet writer
     shards_dir = storage.join(cfg.output_dir, "shards")
     fs, path = storage.filesystem_for(shards_dir)
     packed.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.shard_rows)
-    n_sequences = packed.count()
-    pack_stats = packed.sum(["n_tokens", "n_docs"]) if n_sequences else {"sum(n_tokens)": 0, "sum(n_docs)": 0}
+    del packed, mixed
+    shards = storage.list_files(shards_dir, suffix=".parquet") if storage.exists(shards_dir) else []
+    n_sequences, n_tokens, n_docs = _shard_stats(shards)  # what was written, read back
     lap("pack+write")
 
-    shards = storage.list_files(shards_dir, suffix=".parquet")
     manifest = {
         "stage": "corpus",
         "config_hash": config_hash(cfg),
@@ -184,16 +213,13 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
                        "files": ingested.quarantine_files},
         "documents_per_stage": stages,
         "filter_drops": drops,
-        "exact_dedup": {"removed": exact.removed, "examples": exact.examples},
+        "exact_dedup": {"removed": exact_removed, "examples": exact_examples},
         "near_dedup": near_stats,
-        "decontamination": {"mode": cfg.decontamination.mode, "flagged": decon.contaminated,
-                            "by_task": decon.by_task, "eval_texts": decon.eval_texts,
-                            "skipped_short_eval_texts": decon.skipped_short, "matches": decon.report[:50]},
+        "decontamination": {"mode": cfg.decontamination.mode, **decon_summary},
         "tokens": {"by_" + cfg.mix.by + "_before_mix": tokens_before, "by_" + cfg.mix.by + "_after_mix": tokens_after,
                    "by_source_before_mix": tokens_by_source_before, "by_source_after_mix": tokens_by_source_after,
                    "target_ratios": cfg.mix.ratios, "sampling_rates": rates, "bucket_cutoffs": cutoffs},
-        "packing": {"seq_len": cfg.pack.seq_len, "sequences": n_sequences,
-                    "tokens": int(pack_stats["sum(n_tokens)"]), "documents": int(pack_stats["sum(n_docs)"]),
+        "packing": {"seq_len": cfg.pack.seq_len, "sequences": n_sequences, "tokens": n_tokens, "documents": n_docs,
                     "separator_id": pad_id, "shards": shards},
         "seconds": seconds,
     }

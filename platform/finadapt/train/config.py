@@ -97,7 +97,6 @@ class TrainConfig(StrictModel):
     output_dir: str = Field("runs/train/out", description="best model (HF dir), metrics, curves (local or s3://)")
     ray_address: str | None = None
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
-    fail_at_step: int | None = Field(None, ge=1, description="testing: rank 0 exits hard once at this step")
 
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":

@@ -170,7 +170,7 @@ class Trainer:
                 "grad_norm": stats.grad_norm, "tokens": stats.real_tokens, "target_tokens": stats.target_tokens,
                 "padding_share": 1 - stats.real_tokens / max(stats.padded_tokens, 1),
                 "tokens_per_s": tokens_per_s, "mfu": mfu, "hfu_executed": executed / (elapsed * self.peak * world),
-                "step_seconds": elapsed, "restarts": self.state["restarts"]}
+                "step_seconds": elapsed, "restarts": self.state["restarts"], "pid": os.getpid()}
 
     def _save(self, metrics: dict) -> str | None:
         if self.session.rank != 0:

@@ -1,0 +1,121 @@
+"""Both training stages on real Ray Train (local cluster): best checkpoint, DDP, S3 storage, LoRA."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from train_fixtures import pretrain_cfg, write_shards
+
+from finadapt.train import PretrainConfig, SftConfig, run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    """Ray workers inherit the environment at start: start after the S3 server's env is set."""
+    import ray
+
+    ray.init(num_cpus=2, address="local", include_dashboard=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("corpus"))
+
+
+def _history(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_keeps_the_best_checkpoint_and_the_harness_scores_it(ray_local, shards, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from finadapt.config import EvalConfig
+    from finadapt.evaluate.api import evaluate
+
+    cfg = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path, eval_every_steps=1, max_steps=5))
+    summary = run_training(cfg)
+    history = _history(tmp_path / "out")
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
+    val = {h["step"]: h["val_loss"] for h in history}
+    best_step = min(val, key=val.get)
+    assert summary["best_metrics"]["step"] == best_step
+    assert summary["best_metrics"]["val_loss"] == pytest.approx(val[best_step])
+    assert all(math.isfinite(h["loss"]) and h["tokens_per_s"] > 0 and 0 < h["mfu"] < 1 for h in history)
+    # the exported best model is a plain Hugging Face directory ...
+    best = tmp_path / "out" / "best"
+    model = AutoModelForCausalLM.from_pretrained(best)
+    assert not (best / "train_state.pt").exists()
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # ... which the evaluation harness scores
+    ecfg = EvalConfig.model_validate({"model": {"spec": str(best)}, "tasks": ["fpb"], "limit": 4, "modes": ["choice"],
+                                      "bootstrap": 0, "ray": {"enabled": False}, "output_dir": str(tmp_path / "eval")})
+    _, results = evaluate(ecfg)
+    assert results["scores"][0]["n"] == 4
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+    assert "best checkpoint" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_two_workers_train_with_ddp(ray_local, shards, tmp_path):
+    cfg = PretrainConfig.model_validate(pretrain_cfg(
+        shards, tmp_path, scaling__num_workers=2, max_steps=3, eval_every_steps=3,
+        batch__micro_batch_size=2))
+    summary = run_training(cfg)
+    assert summary["plan"]["rows_per_worker_step"] == 4  # 8 per step split over 2 workers
+    history = _history(tmp_path / "out")
+    assert [h["step"] for h in history] == [1, 2, 3]
+    # the step's loss is over both workers' tokens: 8 full 64-token windows minus the shift
+    assert all(h["target_tokens"] == 8 * 63 for h in history)
+    assert "val_loss" in summary["best_metrics"]
+
+
+def test_checkpoints_and_outputs_on_s3(ray_local, shards, tmp_path, s3_server, s3_bucket):
+    from finadapt import storage
+
+    cfg = PretrainConfig.model_validate(pretrain_cfg(
+        shards, tmp_path, max_steps=2, eval_every_steps=1,
+        checkpoint__storage_path=f"{s3_bucket}/train", output_dir=f"{s3_bucket}/out"))
+    summary = run_training(cfg)
+    keys = storage.list_files(f"{s3_bucket}/train")
+    assert any(k.endswith("train_state.pt") for k in keys)
+    assert any(k.endswith("model.safetensors") for k in keys)
+    assert storage.exists(f"{s3_bucket}/out/best/model.safetensors")
+    assert storage.exists(f"{s3_bucket}/out/summary.json") and storage.exists(f"{s3_bucket}/out/curves.png")
+    assert summary["best_model_dir"] == f"{s3_bucket}/out/best"
+
+
+def test_sft_on_real_task_data_with_response_only_loss(ray_local, tmp_path):
+    cfg = SftConfig.model_validate({
+        "model": {"spec": "tiny-random"}, "data": {"limit_per_task": 12, "max_length": 512},
+        "batch": {"batch_size": 8, "grad_accum": 1, "micro_batch_tokens": 2048}, "max_steps": 2,
+        "eval_every_steps": 2, "validation": {"limit": 4, "task_limits": {"headlines": 1, "ner": 2}},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "checkpoint": {"storage_path": str(tmp_path / "ckpt"), "name": "sft"}, "output_dir": str(tmp_path / "out")})
+    summary = run_training(cfg)
+    assert set(summary["data"]["per_task"]) == {"fpb", "fiqasa", "headlines", "ner"}
+    history = _history(tmp_path / "out")
+    # response-only: far fewer loss tokens than tokens processed
+    assert all(h["target_tokens"] < h["tokens"] / 4 for h in history)
+    best = summary["best_metrics"]
+    assert {"val_score", "val_fpb", "val_fiqasa", "val_headlines", "val_ner"} <= set(best)
+
+
+def test_lora_option_without_ray(shards, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from finadapt.models import build_tiny_random
+
+    cfg = PretrainConfig.model_validate(pretrain_cfg(
+        shards, tmp_path, max_steps=2, lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}))
+    summary = run_training(cfg, use_ray=False)
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "best")
+    base, _ = build_tiny_random()
+    diffs = {n: not torch.equal(p, base.state_dict()[n]) for n, p in tuned.state_dict().items()}
+    assert any(d for n, d in diffs.items() if "q_proj" in n)  # adapters merged into the plain weights
+    assert not any(d for n, d in diffs.items() if "mlp" in n)  # the rest stayed frozen
+    assert summary["best_metrics"]["step"] in (2,)
