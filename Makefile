@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo demo-full corpus test bench-eval bench-dedup job-eval clean
+.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo test bench-eval bench-dedup bench-train job-eval job-train clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ demo-full: $(STAMP)
 corpus: $(STAMP)
 	$(BIN)/finadapt corpus --config pipelines/configs/corpus.yaml -o runs/corpus
 
+# The two training stages sized for a 2-core CPU (real shards from `make corpus`, real task data).
+pretrain-demo: $(STAMP)
+	$(BIN)/finadapt pretrain -c pipelines/configs/pretrain_demo.yaml
+
+sft-demo: $(STAMP)
+	$(BIN)/finadapt sft -c pipelines/configs/sft_demo.yaml
+
+eval-sft-demo: $(STAMP)
+	$(BIN)/python pipelines/evaluate.py --config pipelines/configs/demo.yaml model.spec=runs/sft-demo/best \
+	  modes=[choice] output_dir=results/sft-demo-eval
+
 test: $(STAMP)
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
@@ -35,10 +46,24 @@ bench-eval: $(STAMP)
 bench-dedup: $(STAMP)
 	$(BIN)/python benchmarks/dedup.py
 
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/train_speed.py
+
 # Submit the evaluation as a Ray job to a running cluster (RAY_ADDRESS, default the local head).
 job-eval: $(STAMP)
 	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
 	  -- python pipelines/evaluate.py --config pipelines/configs/demo.yaml output_dir=$(CURDIR)/results/eval-job
+
+# Both training stages as Ray jobs (head started from this venv: `.venv/bin/ray start --head`).
+job-train: $(STAMP)
+	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
+	  -- python pipelines/pretrain.py --config pipelines/configs/pretrain_demo.yaml \
+	  data.shards=$(CURDIR)/runs/corpus output_dir=$(CURDIR)/runs/pretrain-job checkpoint.name=pretrain-job \
+	  checkpoint.storage_path=$(CURDIR)/runs/train
+	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
+	  -- python pipelines/sft.py --config pipelines/configs/sft_demo.yaml \
+	  model.spec=$(CURDIR)/runs/pretrain-job/best output_dir=$(CURDIR)/runs/sft-job checkpoint.name=sft-job \
+	  checkpoint.storage_path=$(CURDIR)/runs/train
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -130,3 +130,32 @@ def test_corpus_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
     assert manifest["documents_per_stage"]["ingested"] == {"reuters21578": 300, "wikipedia_en": 300}
     assert manifest["packing"]["tokens"] == sum(manifest["tokens"]["by_domain_after_mix"].values()) > 0
     assert (out / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_training_stages_run_as_ray_jobs(ray_head, tmp_path):
+    """Stage 1 on packed shards, then stage 2 from its best checkpoint, each through `ray job submit`."""
+    from train_fixtures import write_shards
+
+    address, env = ray_head
+    shards = write_shards(tmp_path / "corpus")
+    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--"]
+    common = ["model.dtype=auto", "scaling.cpus_per_worker=1", f"checkpoint.storage_path={tmp_path / 'ckpt'}"]
+    pre = subprocess.run(submit + [
+        "python", "pipelines/pretrain.py", "--config", "pipelines/configs/pretrain_demo.yaml", "model.spec=tiny-random",
+        f"data.shards={shards}", "data.seq_len=32", "max_steps=3", "eval_every_steps=2", *common,
+        f"output_dir={tmp_path / 'pre'}"], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    summary = json.loads((tmp_path / "pre" / "summary.json").read_text())
+    assert summary["plan"]["total_steps"] == 3 and summary["best_metrics"]["step"] in (2, 3)
+    sft = subprocess.run(submit + [
+        "python", "pipelines/sft.py", "--config", "pipelines/configs/sft_demo.yaml",
+        f"model.spec={tmp_path / 'pre' / 'best'}", "data.limit_per_task=8", "data.max_length=512",
+        "batch.batch_size=8", "batch.grad_accum=1", "max_steps=2", "eval_every_steps=2",
+        "validation.limit=3", "validation.task_limits={headlines: 1, ner: 2}", *common,
+        f"output_dir={tmp_path / 'sft'}"], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert sft.returncode == 0, sft.stdout[-3000:] + sft.stderr[-3000:]
+    summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert summary["model"] == str(tmp_path / "pre" / "best")
+    assert "val_score" in summary["best_metrics"]
+    assert (tmp_path / "sft" / "best" / "model.safetensors").exists()

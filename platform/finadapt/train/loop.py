@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import resource
 import tempfile
 import time
 import zlib
@@ -170,7 +171,8 @@ class Trainer:
                 "grad_norm": stats.grad_norm, "tokens": stats.real_tokens, "target_tokens": stats.target_tokens,
                 "padding_share": 1 - stats.real_tokens / max(stats.padded_tokens, 1),
                 "tokens_per_s": tokens_per_s, "mfu": mfu, "hfu_executed": executed / (elapsed * self.peak * world),
-                "step_seconds": elapsed, "restarts": self.state["restarts"], "pid": os.getpid()}
+                "step_seconds": elapsed, "restarts": self.state["restarts"], "pid": os.getpid(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     def _save(self, metrics: dict) -> str | None:
         if self.session.rank != 0:
@@ -278,11 +280,21 @@ class Trainer:
                  m["epoch"], m["loss"], m["lr"], m["tokens_per_s"], m["mfu"], extra)
 
 
+def _quiet_ray_report_log() -> None:
+    """Ray Train logs every `report` (all metrics) at INFO under a logger named by its file path."""
+    try:
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: `config = {"cfg": TrainConfig as dict, "plan": {...}}`."""
     from finadapt.train.session import RaySession
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Train logs every report at INFO
+    _quiet_ray_report_log()
     cfg = config_from_dict(config["cfg"])
     Trainer(cfg, RaySession(), config["plan"]).fit()

@@ -86,9 +86,23 @@ def fit_locally(cfg: TrainConfig, tables: dict, plan: dict):
     return directory, metrics, session
 
 
+def _absolute(path: str) -> str:
+    return path if storage.is_s3(path) else str(Path(path).expanduser().resolve())
+
+
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """Ray Train workers run in their own working directory: hand them absolute local paths."""
+    update: dict = {"output_dir": _absolute(cfg.output_dir)}
+    spec = cfg.model.spec
+    if not storage.is_s3(spec) and (spec.startswith((".", "/", "~")) or Path(spec).exists()):
+        update["model"] = cfg.model.model_copy(update={"spec": _absolute(spec)})
+    return cfg.model_copy(update=update)
+
+
 def run_training(cfg: TrainConfig, use_ray: bool = True) -> dict:
     """Train one stage; returns the summary written to `<output_dir>/summary.json`."""
     t0 = time.perf_counter()
+    cfg = with_absolute_paths(cfg)
     tables, data_info = build_tables(cfg)
     workers = max(cfg.scaling.num_workers, 1)
     plan = plan_steps(cfg, tables["train"].num_rows, workers)
