@@ -12,13 +12,15 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from finadapt.train.batching import IGNORE, MicroBatch
-from finadapt.train.config import OptimConfig
+
+if TYPE_CHECKING:  # keeps this module importable without pydantic (bare GPU boxes)
+    from finadapt.train.config import OptimConfig
 
 
 class SelectedTokenLoss(torch.nn.Module):
