@@ -119,3 +119,17 @@ def test_lora_option_without_ray(shards, tmp_path):
     assert any(d for n, d in diffs.items() if "q_proj" in n)  # adapters merged into the plain weights
     assert not any(d for n, d in diffs.items() if "mlp" in n)  # the rest stayed frozen
     assert summary["best_metrics"]["step"] in (2,)
+
+
+def test_gradient_checkpointing_gives_the_same_update_without_ray(shards, tmp_path):
+    """Recomputing activations trades time for memory, never the result."""
+    from transformers import AutoModelForCausalLM
+
+    weights = {}
+    for flag in (False, True):
+        cfg = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path / str(flag), max_steps=1,
+                                                         gradient_checkpointing=flag))
+        run_training(cfg, use_ray=False)
+        weights[flag] = AutoModelForCausalLM.from_pretrained(tmp_path / str(flag) / "out" / "best").state_dict()
+    for name, value in weights[False].items():
+        assert torch.allclose(value, weights[True][name], atol=1e-6), name
