@@ -35,7 +35,11 @@ def ray_head(tmp_path_factory):
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
-         f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp_path_factory.mktemp('rt')}"],
+         f"--ray-client-server-port={_free_port()}", f"--temp-dir={tmp_path_factory.mktemp('rt')}",
+         # the agent's default ports (52365, ...) are taken by any other Ray instance on the machine,
+         # and then the job API answers "No available agent" forever: use free ones
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"

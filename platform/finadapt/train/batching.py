@@ -70,19 +70,34 @@ def encode_sft(prompt_ids: list[int], response_ids: list[int], max_length: int) 
 
 
 def length_grouped_micro_batches(ids: list[np.ndarray], prompt_lengths: list[int], max_tokens: int,
-                                 pad_id: int) -> list[MicroBatch]:
+                                 pad_id: int, group_cost_tokens: int = 128) -> list[MicroBatch]:
     """Stage 2: one worker's samples of a step -> length-sorted micro-batches of <= max_tokens padded tokens.
 
-    Loss is on response tokens only: label = token id where position >= prompt length, else IGNORE.
-    A sample longer than `max_tokens` gets a micro-batch of its own.
+    The sorted samples are cut into contiguous groups by a small dynamic programme that minimises
+    padded tokens + `group_cost_tokens` per group (a forward has a fixed cost, so tiny groups are not
+    free either). Loss is on response tokens only: label = token id from the prompt length on, else
+    IGNORE. A sample longer than `max_tokens` gets a micro-batch of its own.
     """
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    lengths = [len(ids[i]) for i in order]
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of grouping the first j sorted samples
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        width = lengths[j - 1]  # ascending: the last member is the widest
+        for i in range(j - 1, -1, -1):
+            count = j - i
+            if count > 1 and width * count > max_tokens:
+                break
+            cost = best[i] + width * count + group_cost_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
     groups: list[list[int]] = []
-    for i in order:  # ascending lengths: the newest member is the longest, so width = len(ids[i])
-        if groups and len(ids[i]) * (len(groups[-1]) + 1) <= max_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    groups.reverse()
     out = []
     for group in groups:
         width = max(len(ids[i]) for i in group)
