@@ -104,46 +104,39 @@ def corpus_command(
     typer.echo(corpus_report_markdown(manifest))
 
 
-def _train_command(cls, config: Path, output: Optional[str], overrides: list[str], no_ray: bool) -> None:
-    from finadapt.train.cli_support import run_stage
+def _train_command(stage: str, cls_name: str, help_text: str):
+    """One typer command per training stage (same options, its own config class and default YAML)."""
 
-    sets = list(overrides) + ([f"output_dir={output}"] if output else [])
-    try:
-        cfg = load_config(cls, config, sets)
-    except ConfigError as err:
-        typer.echo(f"config error: {err}", err=True)
-        raise typer.Exit(2) from None
-    run_stage(cfg, use_ray=not no_ray)
+    def command(
+        config: Path = typer.Option(Path(f"pipelines/configs/{stage}.yaml"), "--config", "-c",
+                                    help=f"{cls_name} YAML"),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
+        overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+        no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
+        verbose: bool = typer.Option(True, "--verbose/--quiet"),
+    ) -> None:
+        _setup_logging(verbose)
+        from finadapt import train
+        from finadapt.train.cli_support import run_stage
+
+        sets = list(overrides) + ([f"output_dir={output}"] if output else [])
+        try:
+            cfg = load_config(getattr(train, cls_name), config, sets)
+        except ConfigError as err:
+            typer.echo(f"config error: {err}", err=True)
+            raise typer.Exit(2) from None
+        run_stage(cfg, use_ray=not no_ray)
+
+    command.__doc__ = help_text
+    return command
 
 
-@app.command("pretrain")
-def pretrain_command(
-    config: Path = typer.Option(Path("pipelines/configs/pretrain.yaml"), "--config", "-c", help="PretrainConfig YAML"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
-    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
-    no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
-    verbose: bool = typer.Option(True, "--verbose/--quiet"),
-) -> None:
-    """Stage 1: further pre-training (causal LM) on packed corpus shards; keeps the best checkpoint."""
-    _setup_logging(verbose)
-    from finadapt.train import PretrainConfig
-
-    _train_command(PretrainConfig, config, output, overrides, no_ray)
-
-
-@app.command("sft")
-def sft_command(
-    config: Path = typer.Option(Path("pipelines/configs/sft.yaml"), "--config", "-c", help="SftConfig YAML"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
-    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
-    no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
-    verbose: bool = typer.Option(True, "--verbose/--quiet"),
-) -> None:
-    """Stage 2: instruction tuning on FLARE training data (loss on responses only); keeps the best checkpoint."""
-    _setup_logging(verbose)
-    from finadapt.train import SftConfig
-
-    _train_command(SftConfig, config, output, overrides, no_ray)
+app.command("pretrain")(_train_command(
+    "pretrain", "PretrainConfig",
+    "Stage 1: further pre-training (causal LM) on packed corpus shards; keeps the best checkpoint."))
+app.command("sft")(_train_command(
+    "sft", "SftConfig",
+    "Stage 2: instruction tuning on FLARE training data (loss on responses only); keeps the best checkpoint."))
 
 
 @app.command("report")
