@@ -133,3 +133,25 @@ def test_gradient_checkpointing_gives_the_same_update_without_ray(shards, tmp_pa
         weights[flag] = AutoModelForCausalLM.from_pretrained(tmp_path / str(flag) / "out" / "best").state_dict()
     for name, value in weights[False].items():
         assert torch.allclose(value, weights[True][name], atol=1e-6), name
+
+
+def test_cli_pretrain_without_ray_and_config_errors(shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from finadapt.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["pretrain", "--set", "batch.micro_batch_size=5"])
+    assert bad.exit_code == 2 and "micro_batch_size 5" in bad.output
+    sets = [f"data.shards={shards}", "model.spec=tiny-random", "data.seq_len=null", "data.val_sequences=4",
+            "batch.batch_size=4", "batch.grad_accum=1", "batch.micro_batch_size=2", "max_steps=1",
+            f"checkpoint.storage_path={tmp_path / 'ckpt'}", "scaling.cpus_per_worker=1"]
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "pretrain_demo.yaml"
+    args = ["pretrain", "-c", str(demo), "--no-ray", "-o", str(tmp_path / "out")]
+    for item in sets:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "best" / "config.json").exists()
