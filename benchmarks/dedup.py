@@ -7,14 +7,21 @@
     precision = verified pairs with true J >= threshold / verified pairs;
     recall    = truth pairs that end in the same cluster / truth pairs.
     Both verification scorers are run; each Ray result is checked against the single-process oracle.
-(b) throughput on all of Reuters + Wikipedia (~38 MB): single-process baseline (same code, one
-    process), and the Ray pipeline with ray.init(num_cpus=1) and num_cpus=2 in fresh subprocesses,
-    each after a small warm-up run; time = near_dedup + materializing the deduplicated dataset.
+(b) throughput on Reuters + Wikipedia replicated DEDUP_BENCH_REPLICAS times (default 10, ~380 MB,
+    ~20 s in one process): replica r > 0 substitutes the ASCII letters of every text through its
+    own seeded permutation of the alphabet (upper case alike) and suffixes ids with ~r. Each replica
+    has the same lengths, token statistics and duplicate structure as the real corpora (a bijection
+    on tokens keeps every Jaccard), and replicas share no shingles, so the workload is R times the
+    real one, not R copies of one document set. Single-process baseline = `near_dedup_local` (the
+    same batch functions in one process, no Ray); the Ray pipeline with ray.init(num_cpus=1) and
+    num_cpus=2 in fresh subprocesses, each after a small warm-up run; time = near_dedup +
+    materializing the deduplicated dataset. The 1-, 5- and 15-minute load averages are recorded
+    before every timed run: on a shared 2-core machine they bound what 2 CPUs can gain.
 (c) the real Reuters corpus through near_dedup: clusters, removed docs, example clusters.
 
 Writes benchmarks/results/dedup.json (or $DEDUP_BENCH_OUT). Run: `.venv/bin/python benchmarks/dedup.py`
-(about 2 minutes on 2 cores). Dry run: DEDUP_BENCH_DOCS=300 DEDUP_BENCH_COPIES=5 DEDUP_BENCH_INPUT_DOCS=5000
-DEDUP_BENCH_REPEATS=1 DEDUP_BENCH_OUT=/tmp/dedup.json.
+(about 8 minutes on 2 idle cores). Dry run: DEDUP_BENCH_DOCS=300 DEDUP_BENCH_COPIES=5
+DEDUP_BENCH_INPUT_DOCS=5000 DEDUP_BENCH_REPLICAS=2 DEDUP_BENCH_REPEATS=1 DEDUP_BENCH_OUT=/tmp/dedup.json.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import platform
 import random
 import re
 import shutil
+import string
 import subprocess
 import sys
 import tempfile
@@ -50,8 +58,10 @@ REPEATS = int(os.environ.get("DEDUP_BENCH_REPEATS", "3"))
 N_PLANTED_DOCS = int(os.environ.get("DEDUP_BENCH_DOCS", "2000"))
 COPIES_PER_EDIT = int(os.environ.get("DEDUP_BENCH_COPIES", "30"))
 MAX_INPUT_DOCS = int(os.environ.get("DEDUP_BENCH_INPUT_DOCS", "0"))  # 0: all (a smaller value only for dry runs)
-BLOCK_DOCS = 2000  # rows per Ray input block
-BATCH_DOCS = 4000  # docs per map_batches batch (2 blocks per task: fewer tasks, fewer shuffle inputs)
+REPLICAS = int(os.environ.get("DEDUP_BENCH_REPLICAS", "10"))
+BLOCK_DOCS = 4000  # rows per Ray input block (~4 MB: one map task per block)
+BATCH_DOCS = 4000  # docs per vectorised step
+HEADROOM_DOCS = 40_000  # docs hashed by each process of the headroom check (~3 s on an idle core)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -67,6 +77,25 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 def text_mb(table: pa.Table) -> float:
     return sum(len(t.encode()) for t in table.column("text").to_pylist()) / 1e6
+
+
+def replica(table: pa.Table, r: int) -> pa.Table:
+    """Replica r of the corpus: ASCII letters through a seeded alphabet permutation, ids suffixed ~r
+    (r = 0: the corpus itself). A bijection on tokens: lengths, token statistics and every pair's
+    Jaccard stay as they are, while different replicas share (almost) no shingles."""
+    if r == 0:
+        return table
+    perm = random.Random(1000 + r).sample(range(26), 26)
+    lower, upper = string.ascii_lowercase, string.ascii_uppercase
+    cipher = str.maketrans(lower + upper, "".join(lower[i] for i in perm) + "".join(upper[i] for i in perm))
+    texts = pa.array([t.translate(cipher) for t in table.column("text").to_pylist()], pa.string())
+    ids = pa.array([f"{i}~r{r}" for i in table.column("id").to_pylist()], pa.string())
+    return table.set_column(table.schema.get_field_index("id"), "id", ids).set_column(
+        table.schema.get_field_index("text"), "text", texts)
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 # ------------------------------------------------------------------------------------------ planted set
@@ -214,18 +243,19 @@ def ray_worker(k: int, input_path: str, planted_path: str | None, out_path: str)
     ds = ray.data.from_arrow(blocks).materialize()
     result: dict = {"num_cpus": k}
     warm = time.perf_counter()
-    out, _ = near_dedup(ray.data.from_arrow(blocks[:2]), cfg)
+    out, _ = near_dedup(ray.data.from_arrow(blocks[: 4 * k]).materialize(), cfg)  # 2 map tasks per worker
     out.materialize()
     result["warmup_s"] = round(time.perf_counter() - warm, 2)
     runs = []
     for _ in range(REPEATS):
-        load = os.getloadavg()[0]
+        load = load_avg()
         t0 = time.perf_counter()
         out, stats = near_dedup(ds, cfg)
         kept = out.materialize()
         secs = time.perf_counter() - t0
         kept_ids = sorted(i for b in ray.get(kept.to_arrow_refs()) for i in b.column("id").to_pylist())
-        runs.append({"seconds": round(secs, 3), "stages": stats["seconds"], "load_before": round(load, 2),
+        del kept, out
+        runs.append({"seconds": round(secs, 3), "stages": stats["seconds"], "load_before": load,
                      "removed": stats["removed"], "kept_sha": _sha(kept_ids)})
     result["runs"] = runs
     if planted_path:
@@ -236,7 +266,8 @@ def ray_worker(k: int, input_path: str, planted_path: str | None, out_path: str)
             pds = ray.data.from_arrow([planted.slice(i, 500) for i in range(0, planted.num_rows, 500)])
             _, st = near_dedup(pds, pcfg)
             result["planted"][scorer] = st
-        reuters = table.filter(pc.equal(table.column("source"), "reuters21578"))
+        original = pc.invert(pc.match_substring_regex(table.column("id"), r"~r[0-9]+$"))  # replica 0
+        reuters = table.filter(pc.and_(pc.equal(table.column("source"), "reuters21578"), original))
         rcfg = MinHashConfig(batch_size=BATCH_DOCS, num_shards=2, collect_clusters=True, max_examples=100_000)
         rds = ray.data.from_arrow([reuters.slice(i, BLOCK_DOCS) for i in range(0, reuters.num_rows, BLOCK_DOCS)])
         t0 = time.perf_counter()
@@ -319,8 +350,9 @@ def main() -> None:
     cfg = MinHashConfig()
     report: dict = {
         "machine": {"python": platform.python_version(), "cpus_visible": os.cpu_count(),
-                    "note": "2 cores shared with other jobs (a long evaluation job, another engineer's tests); load "
-                "average recorded per run; Ray workers run at nice 0 like the baseline (RAY_worker_niceness=0)"},
+                    "note": "2 cores shared with other jobs (another engineer's training and tests may run at the "
+                "same time); 1/5/15-minute load averages recorded before every run; Ray workers run at nice 0 "
+                "like the baseline (RAY_worker_niceness=0)"},
         "config": cfg.model_dump(include={"shingle", "ngram", "num_perm", "threshold", "bands", "rows",
                                           "verify_scorer", "verify_threshold", "max_chars_verify",
                                           "false_positive_weight", "false_negative_weight"}),
@@ -338,35 +370,37 @@ def main() -> None:
     truth = all_pairs_above(sets, cfg.threshold)
 
     # (b) throughput input and the single-process baseline
-    table = to_table(load_corpus("reuters21578") + load_corpus("wikipedia_en"))
+    base = to_table(load_corpus("reuters21578") + load_corpus("wikipedia_en"))
     if MAX_INPUT_DOCS:
-        table = table.take(sorted(random.Random(0).sample(range(table.num_rows), MAX_INPUT_DOCS)))
+        base = base.take(sorted(random.Random(0).sample(range(base.num_rows), MAX_INPUT_DOCS)))
+    table = pa.concat_tables([replica(base, r) for r in range(REPLICAS)])
     input_path = str(tmp / "input.feather")
     feather.write_feather(table, input_path)
     mb = text_mb(table)
     bcfg = MinHashConfig(batch_size=BATCH_DOCS)
-    near_dedup_local(table.slice(0, 2 * BLOCK_DOCS), bcfg)  # warm-up, same as the Ray runs
-    base_runs = []
-    for _ in range(REPEATS):
-        load = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        kept, bstats = near_dedup_local(table, bcfg)
-        secs = time.perf_counter() - t0
-        base_runs.append({"seconds": round(secs, 3), "stages": bstats["seconds"], "load_before": round(load, 2),
-                          "removed": bstats["removed"], "kept_sha": _sha(sorted(kept.column("id").to_pylist()))})
+    _, one = near_dedup_local(base, bcfg)  # one replica (the real corpora): also the warm-up
+    report["load_avg_start"] = load_avg()
 
+    def baseline_runs() -> list[dict]:
+        runs = []
+        for _ in range(REPEATS):
+            load = load_avg()
+            t0 = time.perf_counter()
+            kept, bstats = near_dedup_local(table, bcfg)
+            secs = time.perf_counter() - t0
+            runs.append({"seconds": round(secs, 3), "stages": bstats["seconds"], "load_before": load,
+                         "removed": bstats["removed"], "kept_sha": _sha(sorted(kept.column("id").to_pylist()))})
+            del kept
+        return runs
+
+    base_runs = baseline_runs()
     headroom_path = str(tmp / "headroom.feather")
-    feather.write_feather(table.slice(0, 4 * BLOCK_DOCS), headroom_path)
-    report["parallel_headroom"] = {"load_before": round(os.getloadavg()[0], 2), **parallel_headroom(headroom_path)}
+    feather.write_feather(table.slice(0, HEADROOM_DOCS), headroom_path)
+    report["parallel_headroom"] = {"load_before": load_avg(), **parallel_headroom(headroom_path)}
     ray1 = run_ray(1, input_path, None)
     ray2 = run_ray(2, input_path, planted_path)
-    for _ in range(REPEATS):  # second baseline set after the Ray runs: same load conditions on average
-        load = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        kept, bstats = near_dedup_local(table, bcfg)
-        secs = time.perf_counter() - t0
-        base_runs.append({"seconds": round(secs, 3), "stages": bstats["seconds"], "load_before": round(load, 2),
-                          "removed": bstats["removed"], "kept_sha": _sha(sorted(kept.column("id").to_pylist()))})
+    base_runs += baseline_runs()  # second baseline set after the Ray runs: same load conditions on average
+    report["load_avg_end"] = load_avg()
 
     # quality: Ray results vs truth, and vs the single-process oracle
     report["quality"] = {}
@@ -381,7 +415,10 @@ def main() -> None:
     t_base, t1, t2 = best(base_runs), best(ray1["runs"]), best(ray2["runs"])
     same = {r["kept_sha"] for r in base_runs + ray1["runs"] + ray2["runs"]}
     report["throughput"] = {
-        "input": {"docs": table.num_rows, "mb_text": round(mb, 2), "sources": list(CORPORA)},
+        "input": {"docs": table.num_rows, "mb_text": round(mb, 2), "sources": list(CORPORA), "replicas": REPLICAS,
+                  "replica_method": "ASCII letters through a seeded alphabet permutation per replica, ids ~r",
+                  "removed_in_one_replica": one["removed"],
+                  "removed_in_all": base_runs[0]["removed"]},
         "baseline_single_process": {"mb_per_s": round(mb / t_base, 2), "runs": base_runs},
         "ray_1cpu": {"mb_per_s": round(mb / t1, 2), "warmup_s": ray1["warmup_s"], "runs": ray1["runs"]},
         "ray_2cpu": {"mb_per_s": round(mb / t2, 2), "warmup_s": ray2["warmup_s"], "runs": ray2["runs"]},
@@ -390,6 +427,7 @@ def main() -> None:
         "targets": {"ratio_2cpu_over_baseline": 1.7},
         "identical_output_all_runs": len(same) == 1,
         "timing_rule": "best of runs; time = near_dedup + materialize the deduplicated dataset",
+        "ideal_ratio_2cpu": 2.0,
     }
     rs = ray2["reuters"]["stats"]
     report["reuters"] = {

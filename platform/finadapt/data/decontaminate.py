@@ -30,7 +30,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field
 from ray.data.expressions import col
 
-from finadapt.data.filters import count_by
 
 _TOKEN = re.compile(r"[^\W_]+")
 _BASE = 0x9E3779B97F4A7C15  # odd 64-bit constant; arithmetic wraps mod 2**64
@@ -65,8 +64,20 @@ def _powers(length: int) -> np.ndarray:
     return np.array([pow(_BASE, length - 1 - k, 2**64) for k in range(length)], dtype=np.uint64)
 
 
-def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``np.isin(values, table)`` for a sorted, non-empty ``table`` (binary search, no re-sort)."""
+_PREFILTER_SHIFT = np.uint64(64 - 22)  # 4 M one-byte slots by the top 22 bits of a hash
+
+
+def _in_sorted(values: np.ndarray, table: np.ndarray, prefilter: np.ndarray | None = None) -> np.ndarray:
+    """``np.isin(values, table)`` for a sorted, non-empty ``table`` (binary search, no re-sort).
+
+    ``prefilter``: a byte per slot of the top hash bits, set for the table's hashes; values whose slot
+    is empty cannot be in the table and skip the binary search (about 99 % of a corpus's windows).
+    """
+    if prefilter is not None:
+        found = np.zeros(len(values), dtype=bool)
+        maybe = np.flatnonzero(prefilter[values >> _PREFILTER_SHIFT])
+        found[maybe] = _in_sorted(values[maybe], table)
+        return found
     pos = np.searchsorted(table, values)
     return table[np.minimum(pos, len(table) - 1)] == values
 
@@ -82,6 +93,20 @@ class EvalNgramIndex:
     hashes: dict[int, np.ndarray] = field(default_factory=dict)  # gram length -> sorted hashes
     eval_texts: int = 0
     skipped_short: int = 0
+    _prefilter: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def prefilter(self) -> np.ndarray:
+        """Slots of the top 22 bits of every protected hash (built once per process, 4 MB)."""
+        if self._prefilter is None:
+            mask = np.zeros(1 << 22, dtype=bool)
+            for table in self.hashes.values():
+                mask[table >> _PREFILTER_SHIFT] = True
+            self._prefilter = mask
+        return self._prefilter
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_prefilter": None}  # rebuilt where it is used, not shipped
 
     def add(self, task: str, eval_id: str, text: str, min_tokens: int) -> None:
         tokens = tokenize(text)
@@ -105,6 +130,7 @@ class EvalNgramIndex:
             h = np.array(gram, dtype=np.uint64) @ _powers(len(gram))
             by_length.setdefault(len(gram), []).append(int(h))
         self.hashes = {L: np.unique(np.array(v, dtype=np.uint64)) for L, v in by_length.items()}
+        self._prefilter = None
         return self
 
     def matches(self, text: str, limit: int) -> list[dict[str, str]]:
@@ -113,12 +139,15 @@ class EvalNgramIndex:
         if not tokens or not self.hashes:
             return []
         ids = np.fromiter((self.vocab.get(t, 0) for t in tokens), dtype=np.uint64, count=len(tokens))
+        return self._matches(tokens, ids, limit)
+
+    def _matches(self, tokens: list[str], ids: np.ndarray, limit: int) -> list[dict[str, str]]:
         found: list[tuple[int, int]] = []  # (start, length)
         for length, table in self.hashes.items():
             if len(ids) < length:
                 continue
             window_hashes = sliding_window_view(ids, length) @ _powers(length)
-            found.extend((int(p), length) for p in np.flatnonzero(_in_sorted(window_hashes, table)))
+            found.extend((int(p), length) for p in np.flatnonzero(_in_sorted(window_hashes, table, self.prefilter)))
         out: list[dict[str, str]] = []
         seen: set[int] = set()
         for start, length in sorted(found):
@@ -127,6 +156,35 @@ class EvalNgramIndex:
                     seen.add(ref)
                     task, eval_id = self.refs[ref]
                     out.append({"task": task, "eval_id": eval_id, "ngram": " ".join(tokens[start:start + length])})
+        return out
+
+    def batch_matches(self, texts: Sequence[str], limit: int) -> list[list[dict[str, str]]]:
+        """``[self.matches(t, limit) for t in texts]``, with the hash look-up vectorised over the batch:
+        the windows of all documents are hashed and searched at once (windows that cross a document
+        boundary are ignored), and only documents with a hit go through the per-document path."""
+        out: list[list[dict[str, str]]] = [[] for _ in texts]
+        if not self.hashes or not texts:
+            return out
+        tokens = [tokenize(t) for t in texts]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        total = int(lengths.sum())
+        if total == 0:
+            return out
+        vocab = self.vocab
+        ids = np.fromiter((vocab.get(t, 0) for doc in tokens for t in doc), dtype=np.uint64, count=total)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        doc_of = np.repeat(np.arange(len(tokens)), lengths)
+        doc_end = (starts + lengths)[doc_of]
+        hit = np.zeros(len(tokens), dtype=bool)
+        for length, table in self.hashes.items():
+            if total < length:
+                continue
+            n = total - length + 1
+            window_hashes = sliding_window_view(ids, length) @ _powers(length)
+            inside = np.arange(n) + length <= doc_end[:n]
+            hit[doc_of[:n][_in_sorted(window_hashes, table, self.prefilter) & inside]] = True
+        for i in np.flatnonzero(hit):
+            out[i] = self._matches(tokens[i], ids[starts[i]: starts[i] + lengths[i]], limit)
         return out
 
 
@@ -165,7 +223,7 @@ class ContaminationMarker:
         self.limit = limit
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        found = [self.index.matches(t, self.limit) for t in batch.column("text").to_pylist()]
+        found = self.index.batch_matches(batch.column("text").to_pylist(), self.limit)
         batch = batch.append_column("contaminated", pa.array([bool(m) for m in found], pa.bool_()))
         return batch.append_column("contamination", pa.array(found, MATCH_TYPE))
 
@@ -191,30 +249,61 @@ class DecontamResult:
     report: list[dict[str, Any]]
     eval_texts: int
     skipped_short: int
+    rows_by_source: dict[str, int] = field(default_factory=dict)  # input rows (needs a `source` column)
+    kept_by_source: dict[str, int] = field(default_factory=dict)  # rows of `dataset`
+
+
+def _block_summary(block: pa.Table, limit: int) -> dict[str, Any]:
+    """Rows and flagged rows per source, flagged docs per task, the block's first `limit` flagged docs."""
+    flags = block.column("contaminated").to_pylist()
+    sources = block.column("source").to_pylist() if "source" in block.column_names else [None] * len(flags)
+    rows: dict[str, int] = {}
+    dirty: dict[str, int] = {}
+    for source, flag in zip(sources, flags):
+        rows[str(source)] = rows.get(str(source), 0) + 1
+        if flag:
+            dirty[str(source)] = dirty.get(str(source), 0) + 1
+    flagged = block.filter(block.column("contaminated"))
+    by_task: dict[str, int] = {}
+    for matches in flagged.column("contamination").to_pylist():
+        for task in sorted({m["task"] for m in matches}):
+            by_task[task] = by_task.get(task, 0) + 1
+    report = [{"id": r["id"], "source": r.get("source"), "matches": list(r["contamination"])}
+              for r in flagged.slice(0, limit).to_pylist()]
+    return {"rows": rows, "dirty": dirty, "by_task": by_task, "report": report}
 
 
 def decontaminate(ds: ray.data.Dataset, config: DecontamConfig | None = None,
                   index: EvalNgramIndex | None = None) -> DecontamResult:
     """Flag docs sharing an n-gram with an eval text; drop them or keep them (mode), and report.
 
-    The flagged dataset is materialized (object store) so the report does not rerun the matching.
-    ``by_task`` counts flagged docs per eval task (from each doc's kept matches).
+    The flagged dataset is materialized (object store) so the report does not rerun the matching;
+    counts, ``by_task`` (flagged docs per eval task, from each doc's kept matches) and the report
+    (flagged docs in dataset order, up to ``max_report_docs``) come from one streaming pass over it.
     """
+    from finadapt.data.aggregate import block_summaries
+
     config = config or DecontamConfig()
     index = index or build_eval_index(config)
     marked = mark_contamination(ds, index, config).materialize()
-    flagged = marked.filter(expr=col("contaminated"))
-    contaminated = flagged.count()
-    report: list[dict[str, Any]] = []
+    columns = ["id", "contaminated", "contamination"] + (["source"] if "source" in marked.schema().names else [])
+    rows: dict[str, int] = {}
+    dirty: dict[str, int] = {}
     by_task: dict[str, int] = {}
-    if contaminated:
-        report = flagged.select_columns(["id", "source", "contamination"]).take(config.max_report_docs)
-        report = [{"id": r["id"], "source": r["source"], "matches": list(r["contamination"])} for r in report]
-        tasks = flagged.select_columns(["contamination"]).flat_map(
-            lambda r: [{"task": t} for t in sorted({m["task"] for m in r["contamination"]})])
-        by_task = count_by(tasks, "task")
+    report: list[dict[str, Any]] = []
+    for summary in block_summaries(marked, _block_summary, columns=columns, limit=config.max_report_docs):
+        for name, total in (("rows", rows), ("dirty", dirty), ("by_task", by_task)):
+            for key, n in summary[name].items():
+                total[key] = total.get(key, 0) + n
+        report.extend(summary["report"][: config.max_report_docs - len(report)])
+    contaminated = sum(dirty.values())
     dataset = marked
+    kept = dict(rows)
     if config.mode == "drop":
         dataset = marked.filter(expr=~col("contaminated")).drop_columns(_COLUMNS)
-    return DecontamResult(dataset=dataset, contaminated=contaminated, by_task=by_task, report=report,
-                          eval_texts=index.eval_texts, skipped_short=index.skipped_short)
+        kept = {k: n - dirty.get(k, 0) for k, n in rows.items() if n - dirty.get(k, 0)}
+    has_source = "source" in columns
+    return DecontamResult(dataset=dataset, contaminated=contaminated, by_task=dict(sorted(by_task.items())),
+                          report=report, eval_texts=index.eval_texts, skipped_short=index.skipped_short,
+                          rows_by_source=dict(sorted(rows.items())) if has_source else {},
+                          kept_by_source=dict(sorted(kept.items())) if has_source else {})

@@ -10,6 +10,8 @@ Wikipedia 13,812, EDGAR 10-K sections 523); the numbers are in each field's comm
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,13 +61,35 @@ class FilterConfig(BaseModel):
     min_alpha_ratio: float | None = Field(0.5, ge=0, le=1, description="drop docs with a smaller share of letters")
 
 
+# Character classes, counted fast and exactly: the ASCII part of a text (str.encode drops the rest)
+# by deleting the class's bytes in C (isspace includes the separators \x1c-\x1f); the non-ASCII
+# characters, usually few, one by one with the str predicates themselves.
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+_ASCII_ALPHA = bytes(c for c in range(128) if chr(c).isalpha())
+_ASCII_DIGIT = bytes(c for c in range(128) if chr(c).isdigit())
+_ASCII_RUN = re.compile(r"[\x00-\x7f]+")
+
+
+def _char_counts(text: str) -> tuple[int, int, int, int]:
+    """(space, alpha, digit, alnum) characters of ``text``, as str.isspace/isalpha/isdigit/isalnum count them."""
+    raw = text.encode("ascii", "ignore")
+    n_space = len(raw) - len(raw.translate(None, _ASCII_SPACE))
+    n_alpha = len(raw) - len(raw.translate(None, _ASCII_ALPHA))
+    n_digit = len(raw) - len(raw.translate(None, _ASCII_DIGIT))
+    n_alnum = n_alpha + n_digit
+    if len(raw) < len(text):
+        rest = _ASCII_RUN.sub("", text)
+        n_space += sum(map(str.isspace, rest))
+        n_alpha += sum(map(str.isalpha, rest))
+        n_digit += sum(map(str.isdigit, rest))
+        n_alnum += sum(map(str.isalnum, rest))
+    return n_space, n_alpha, n_digit, n_alnum
+
+
 def doc_stats(text: str) -> dict[str, float]:
     """The measurements the rules look at, for one text."""
-    n_space = sum(map(str.isspace, text))
+    n_space, n_alpha, n_digit, n_alnum = _char_counts(text)
     n = max(len(text) - n_space, 1)
-    n_alpha = sum(map(str.isalpha, text))
-    n_digit = sum(map(str.isdigit, text))
-    n_alnum = sum(map(str.isalnum, text))
     n_punct = sum(text.count(p) for p in _PUNCT)
     seen: set[str] = set()
     line_chars = dup_chars = 0

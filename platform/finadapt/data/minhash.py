@@ -61,13 +61,8 @@ class MinHashConfig(BaseModel):
                     "`derived_verify_threshold`).")
     max_chars_verify: int = Field(
         5000, ge=100, description="Normalised texts are cut to this many characters before verification.")
-    batch_size: int = Field(2048, ge=1, description="Documents per map_batches batch.")
-    num_shards: int = Field(4, ge=1, description="Hash partitions (and reduce tasks) of the two grouping shuffles.")
-    shuffle_strategy: Literal["sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle",
-                              "shuffle_v2"] | None = Field(
-        "sort_shuffle_pull_based",
-        description="Ray Data shuffle used by the two groupings (None: the dataset's own). Sort-based pull "
-                    "shuffle had ~1 s less fixed cost per grouping than the 2.60 default shuffle_v2 on 2 CPUs.")
+    batch_size: int = Field(2048, ge=1, description="Documents per vectorised step (map tasks split larger blocks).")
+    num_shards: int = Field(4, ge=1, description="Hash partitions (reduce tasks) of the two map/reduce rounds.")
     max_examples: int = Field(5, ge=0, description="Example clusters kept in the stats.")
     collect_clusters: bool = Field(
         False, description="Also return every cluster's members and every scored candidate pair in the stats "

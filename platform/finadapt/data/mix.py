@@ -2,9 +2,9 @@
 
 Each document gets a number of copies from its group's sampling rate: floor(rate) copies plus one
 more if its seeded hash bucket is below the group's cutoff. The cutoff comes from a per-group token
-histogram over hash buckets (a Ray aggregation of at most `buckets` rows per group), so the kept
-fraction of *tokens* — not of documents — hits frac(rate) to within one bucket, however unequal the
-document lengths. Same seed, same mix, on any number of workers.
+histogram over hash buckets (per-block sums folded on the driver: at most `buckets` rows per group),
+so the kept fraction of *tokens* — not of documents — hits frac(rate) to within one bucket, however
+unequal the document lengths. Same seed, same mix, on any number of workers.
 """
 from __future__ import annotations
 
@@ -103,14 +103,17 @@ def bucketed_dataset(ds, cfg: MixConfig):
     return ds.map_batches(add_bucket, fn_kwargs={"seed": cfg.seed, "buckets": cfg.buckets}, batch_format="numpy")
 
 
-def mix_bucketed(bucketed, cfg: MixConfig):
+def mix_bucketed(bucketed, cfg: MixConfig, histogram: list[dict] | None = None):
     """(mixed dataset, sampling rates, bucket cutoffs) for a bucketed, tokenized dataset.
 
-    The token histogram groups only the three columns it needs (a shuffle of small rows, not of the
-    documents); the mixed dataset is lazy over `bucketed`.
+    `histogram`: rows {by, mix_bucket, sum(n_tokens)}; computed here (per-block sums of the three
+    columns, folded on the driver: at most groups x buckets rows) when not given. The mixed dataset
+    is lazy over `bucketed`.
     """
-    histogram = (bucketed.select_columns([cfg.by, "mix_bucket", "n_tokens"])
-                 .groupby([cfg.by, "mix_bucket"]).sum("n_tokens").take_all())
+    if histogram is None:
+        from finadapt.data.aggregate import sum_by
+
+        histogram = sum_by(bucketed, [cfg.by, "mix_bucket"], ["n_tokens"])
     available: dict[str, int] = {}
     for row in histogram:
         available[str(row[cfg.by])] = available.get(str(row[cfg.by]), 0) + int(row["sum(n_tokens)"])
@@ -124,3 +127,27 @@ def mix_bucketed(bucketed, cfg: MixConfig):
 def mix_dataset(ds, cfg: MixConfig):
     """(mixed dataset, sampling rates, bucket cutoffs) for a tokenized dataset with `n_tokens`."""
     return mix_bucketed(bucketed_dataset(ds, cfg).materialize(), cfg)
+
+
+def add_shuffle_key(batch: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    out = dict(batch)
+    out["_shuffle_key"] = np.asarray(
+        [int.from_bytes(hashlib.blake2b(f"shuffle:{seed}:{i}".encode(), digest_size=8).digest(), "little") >> 1
+         for i in batch["id"]], dtype=np.int64)
+    return out
+
+
+def seeded_shuffle(ds, seed: int, num_partitions: int):
+    """Rows in a seeded random order (ids must be unique).
+
+    Each row's key is a seeded hash of its id; a hash repartition on the key with `sort=True` sends
+    every row to a random partition and orders each partition by the key, so the concatenation is a
+    uniformly random permutation. Which rows form a partition and their order inside it depend only
+    on the seed and the ids, not on blocks or workers; the partitions themselves come out in the
+    order they finish (as `random_shuffle`'s blocks do unless the context preserves order). Unlike `random_shuffle` (every input block split into one piece
+    per output block: with many small blocks those pieces fall under Ray's inline-object size and
+    pile up in the driver's memory), its shards go through the strategy of the dataset's context,
+    the disk-based hash shuffle in the corpus pipeline.
+    """
+    keyed = ds.map_batches(add_shuffle_key, fn_kwargs={"seed": seed}, batch_format="numpy")
+    return keyed.repartition(max(1, num_partitions), keys=["_shuffle_key"], sort=True).drop_columns(["_shuffle_key"])

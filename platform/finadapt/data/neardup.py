@@ -1,17 +1,17 @@
 """Near-duplicate removal: MinHash LSH candidates -> rapidfuzz verification -> connected components.
 
-The same algorithm runs twice: `near_dedup` on Ray Data (nothing of the corpus reaches the driver,
-only pairs) and `near_dedup_local` in one process (throughput baseline and test oracle). Both call
-the batch functions below, so they give identical clusters on the same input.
+The same algorithm runs twice: `near_dedup` with Ray over a Dataset's blocks (nothing of the corpus
+reaches the driver, only pairs) and `near_dedup_local` in one process (throughput baseline and test
+oracle). Both call the batch functions below, so they give identical clusters on the same input.
 
-1. keys: one row (shard, band_key, id) per document and band                 map_batches
+1. keys: one row (shard, band_key, id) per document and band                 map task per block
 2. candidates: in each bucket (equal band key) with >= 2 docs, every member is paired with the
    bucket's smallest id. A star has the connected components of the full clique at linear size,
-   so a huge bucket (boilerplate) costs O(k), not O(k^2)                       groupby(shard).map_groups
+   so a huge bucket (boilerplate) costs O(k), not O(k^2)                       reduce task per shard
    -> distinct (rep, member) pairs, collected on the driver (at most docs x bands rows, in practice few)
 3. verification: every doc of a candidate pair emits its payload (shingle set or cut normalised
    text) once per star it belongs to, keyed by the star's rep; each star is scored where it lands
-   with rapidfuzz                                                             map_batches + groupby(shard).map_groups
+   with rapidfuzz                                                             map task per block + reduce per shard
 4. clusters: union-find on the driver over VERIFIED pairs only. Survivor of a cluster = the longest
    original text (characters), ties -> smallest id (keeps the most complete copy, deterministic);
    all other members are removed.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -200,49 +201,120 @@ class _Clock:
         self._t = now
 
 
-# -- Ray Data ----------------------------------------------------------------------------------------
+# -- Ray -----------------------------------------------------------------------------------------------
+def _split_by_shard(table: pa.Table, shards: int) -> tuple[pa.Table, ...]:
+    """The rows of each shard (0..shards-1) as separate tables (fresh buffers, not slices), no `shard` column."""
+    shard = table.column("shard").to_numpy()
+    order = np.argsort(shard, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(shard, minlength=shards))))
+    rest = table.drop_columns(["shard"])
+    return tuple(rest.take(pa.array(order[bounds[i]: bounds[i + 1]])) for i in range(shards))
+
+
+def _batches(blocks: tuple, spans: list[tuple[int, int]], size: int) -> list[pa.Table]:
+    """The rows spans[i] of blocks[i] (Arrow), concatenated and cut into `size`-row batches."""
+    from ray.data.block import BlockAccessor
+
+    tables = [BlockAccessor.for_block(b).to_arrow().slice(lo, hi - lo) for b, (lo, hi) in zip(blocks, spans)]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return [table.slice(i, size) for i in range(0, table.num_rows, size)] or [table]
+
+
+def _map_keys(cfg: MinHashConfig, spans: list[tuple[int, int]], *blocks):
+    """Map task of the candidate round: one key table per shard (a single table when there is one shard)."""
+    parts = _split_by_shard(pa.concat_tables([key_rows(b, cfg) for b in _batches(blocks, spans, cfg.batch_size)]),
+                            cfg.num_shards)
+    return parts if cfg.num_shards > 1 else parts[0]
+
+
+def _reduce_stars(*tables: pa.Table) -> pa.Table:
+    return star_pairs(pa.concat_tables(tables))
+
+
+def _map_payloads(cfg: MinHashConfig, roles: pa.Table, spans: list[tuple[int, int]], *blocks):
+    """Map task of the verification round: the candidate docs of its blocks, one table per shard of their star."""
+    batches = [b for b in _batches(blocks, spans, cfg.batch_size)
+               if pc.any(pc.is_in(b.column("id"), value_set=roles.column("id"))).as_py()]
+    if not batches:
+        parts = (_EMPTY_PAYLOAD,) * cfg.num_shards
+    else:
+        payloads = pa.concat_tables([payload_rows(b, cfg, roles) for b in batches], promote_options="permissive")
+        parts = _split_by_shard(payloads, cfg.num_shards)
+    return parts if cfg.num_shards > 1 else parts[0]
+
+
+def _reduce_verify(cfg: MinHashConfig, *tables: pa.Table) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return _empty_scored()
+    return verify_stars(pa.concat_tables(tables, promote_options="permissive"), cfg)
+
+
+_EMPTY_PAYLOAD = pa.table({"id": pa.array([], pa.string())})
+
+
+@lru_cache(maxsize=1)
+def _remote_functions():
+    import ray
+
+    return tuple(ray.remote(f) for f in (_map_keys, _reduce_stars, _map_payloads, _reduce_verify))
+
+
+def _map_inputs(ds: "ray.data.Dataset", batch_size: int) -> list[tuple[list[tuple[int, int]], list]]:
+    """The dataset's blocks (executing it if lazy) grouped into map-task inputs of about `batch_size`
+    rows: [(row spans, block refs)]. Holding the refs keeps the blocks alive for both rounds."""
+    groups: list[tuple[list[tuple[int, int]], list]] = []
+    rows = batch_size
+    for bundle in ds.iter_internal_ref_bundles():
+        for entry, piece in zip(bundle.blocks, bundle.slices):
+            n = entry.metadata.num_rows if entry.metadata.num_rows is not None else batch_size
+            lo, hi = (piece.start_offset, piece.end_offset) if piece is not None else (0, n)
+            if hi <= lo and entry.metadata.num_rows is not None:
+                continue
+            if rows >= batch_size:
+                groups.append(([], []))
+                rows = 0
+            groups[-1][0].append((lo, hi))
+            groups[-1][1].append(entry.ref)
+            rows += hi - lo
+    return groups
+
+
 def near_dedup(ds: "ray.data.Dataset", cfg: MinHashConfig | None = None) -> tuple["ray.data.Dataset", dict]:
     """Remove near-duplicates from a Dataset with rows {id, text, source, ...}; returns (deduped, stats).
 
-    `ds` is read up to three times (keys, candidate payloads, output): materialize it first if its
-    upstream is expensive. The two groupings run with `cfg.shuffle_strategy`, set on `ds.context`
-    only while this function runs.
+    Two map/reduce rounds over the dataset's blocks with plain Ray tasks: map tasks (about
+    `cfg.batch_size` documents each) return one object per shard, and `cfg.num_shards` reduce tasks
+    each take their shard's objects. Nothing of the corpus reaches the driver, only candidate pairs
+    and scored pairs. Compared with two Ray Data `groupby` shuffles this has no sampling pass, no
+    per-operator executor start-up and no extra copy of the key rows. `ds` is executed once for both
+    rounds (no copy when it is materialized) and once more by the lazy output filter.
     """
-    from ray.data.context import ShuffleStrategy
-
-    cfg = cfg or MinHashConfig()
-    ctx = ds.context
-    saved = ctx.shuffle_strategy
-    if cfg.shuffle_strategy is not None:
-        ctx.shuffle_strategy = ShuffleStrategy(cfg.shuffle_strategy)
-    try:
-        return _near_dedup(ds, cfg)
-    finally:
-        ctx.shuffle_strategy = saved
-
-
-def _collect(ds: "ray.data.Dataset") -> list[pa.Table]:
-    """Execute `ds` and fetch its (small: pairs only) blocks to the driver."""
     import ray
 
-    return [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
-
-
-def _near_dedup(ds: "ray.data.Dataset", cfg: MinHashConfig) -> tuple["ray.data.Dataset", dict]:
+    cfg = cfg or MinHashConfig()
     clock = _Clock()
-    keys = ds.map_batches(key_rows, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=cfg.batch_size)
-    cand = keys.groupby("shard", num_partitions=cfg.num_shards).map_groups(star_pairs, batch_format="pyarrow")
-    cand_tables = _collect(cand)
-    pairs = _distinct_pairs(pa.concat_tables(cand_tables)) if cand_tables else None
+    map_keys, reduce_stars, map_payloads, reduce_verify = _remote_functions()
+    shards = cfg.num_shards
+    inputs = _map_inputs(ds, cfg.batch_size)
+    cfg_ref = ray.put(cfg)
+    window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # tasks in flight
+    keys = _windowed([lambda spans=spans, refs=refs: map_keys.options(num_returns=shards).remote(cfg_ref, spans, *refs)
+                      for spans, refs in inputs], window)
+    stars = [reduce_stars.remote(*[k[s] for k in keys]) for s in range(shards)] if keys else []
+    del keys
+    tables = [t for t in ray.get(stars) if t.num_rows]
+    pairs = _distinct_pairs(pa.concat_tables(tables)) if tables else None
     clock.lap("candidates")
     if pairs is None or pairs.num_rows == 0:
         _, stats = clusters_from(_empty_scored(), cfg)
         return ds, {**stats, "seconds": clock.laps}
-    scored_ds = (ds.map_batches(payload_rows, fn_kwargs={"cfg": cfg, "roles": star_roles(pairs)},
-                                batch_format="pyarrow", batch_size=cfg.batch_size)
-                 .groupby("shard", num_partitions=cfg.num_shards)
-                 .map_groups(verify_stars, fn_kwargs={"cfg": cfg}, batch_format="pyarrow"))
-    scored = _sorted_pairs(_collect(scored_ds), ("a", "b"))
+    roles_ref = ray.put(star_roles(pairs))
+    payloads = _windowed([lambda spans=spans, refs=refs: map_payloads.options(num_returns=shards).remote(
+        cfg_ref, roles_ref, spans, *refs) for spans, refs in inputs], window)
+    verified = [reduce_verify.remote(cfg_ref, *[p[s] for p in payloads]) for s in range(shards)]
+    del payloads, inputs
+    scored = _sorted_pairs([t for t in ray.get(verified) if t.num_rows], ("a", "b"))
     clock.lap("verification")
     removed, stats = clusters_from(scored if scored is not None else _empty_scored(), cfg)
     clock.lap("clusters")
@@ -250,8 +322,29 @@ def _near_dedup(ds: "ray.data.Dataset", cfg: MinHashConfig) -> tuple["ray.data.D
     if not removed:
         return ds, stats
     out = ds.map_batches(drop_ids, fn_kwargs={"removed": pa.array(removed, pa.string())},
-                         batch_format="pyarrow", batch_size=cfg.batch_size)
+                         batch_format="pyarrow", batch_size=None)  # block by block: no re-batching copy
     return out, stats
+
+
+def _as_list(refs) -> list:
+    return refs if isinstance(refs, list) else [refs]
+
+
+def _windowed(submits: list, window: int) -> list[list]:
+    """Submit map tasks with at most `window` running (Ray Data's backpressure, by hand): a task is
+    submitted when an earlier one finished, so only the blocks of running tasks are pulled into the
+    object store (restored from spill if need be), not every block at once. Returns each task's refs."""
+    import ray
+
+    out: list[list] = []
+    running: list = []
+    for submit in submits:
+        if len(running) >= window:
+            _, running = ray.wait(running, num_returns=1, fetch_local=False)
+        refs = _as_list(submit())
+        out.append(refs)
+        running.append(refs[0])
+    return out
 
 
 # -- single process reference -------------------------------------------------------------------------

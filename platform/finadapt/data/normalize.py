@@ -25,7 +25,10 @@ _DROP = "".join(
 _DROP_TABLE = {ord(ch): None for ch in _DROP}
 _DROP_TABLE.update({0x2028: "\n", 0x2029: "\n\n", 0x0B: "\n", 0x0C: "\n", 0x85: "\n"})
 
-_HSPACE_RUN = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, U+2003, ...)
+# A maximal run of horizontal whitespace (any whitespace but newline: tabs, NBSP, U+2003, ...) that is
+# not already a single plain space: a run of 2+, or one other whitespace character. Single spaces,
+# which would map to themselves, are never matched (one callback per irregular run, not per word).
+_HSPACE_RUN = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 # A line that is only layout, never content (EDGAR: 2,178 "Table of Contents" lines, "Page 3").

@@ -5,6 +5,8 @@ whose real length is kept in `n_tokens` so that no token is lost and none is inv
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +22,7 @@ class PackConfig(BaseModel):
 
 
 class Tokenize:
-    """Ray Data class UDF: adds `input_ids` (document tokens + separator) and `n_tokens`."""
+    """Ray Data class UDF: adds `input_ids` (document tokens + separator; uint16 or int32) and `n_tokens`."""
 
     def __init__(self, tokenizer_spec: str, separator: str | None = None):
         from finadapt.models import load_tokenizer
@@ -30,21 +32,40 @@ class Tokenize:
         self.sep_id = self.tokenizer.convert_tokens_to_ids(token)
         if self.sep_id is None or self.sep_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token:
             raise ValueError(f"separator token {token!r} is not in the vocabulary of {tokenizer_spec}")
+        # Token ids between tokenizing and packing: uint16 when the vocabulary fits (SmolLM2: 49,152;
+        # the byte tokenizer: 259), half the bytes of int32 in the object store and on spill disk.
+        # Packed shards are int32 either way.
+        self.dtype = np.uint16 if len(self.tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        fast = getattr(self.tokenizer, "is_fast", False)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) if fast else None
         if backend is not None:  # same ids as tokenizer(...)["input_ids"], without the per-token Python lists
-            encoded = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            encoded = [e.ids for e in encode(texts, add_special_tokens=False)]
         else:
             encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         ids = np.empty(len(encoded), dtype=object)  # 1-D even when every document has the same length
         for i, e in enumerate(encoded):
-            ids[i] = np.append(np.asarray(e, dtype=np.int32), np.int32(self.sep_id))
+            ids[i] = np.append(np.asarray(e, dtype=self.dtype), self.dtype(self.sep_id))
         out = dict(batch)
         out["input_ids"] = ids
         out["n_tokens"] = np.asarray([len(x) for x in ids], dtype=np.int64)
         return out
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(spec: str, separator: str | None) -> Tokenize:
+    return Tokenize(spec, separator)
+
+
+def tokenize_batch(batch: dict[str, np.ndarray], tokenizer_spec: str, separator: str | None = None
+                   ) -> dict[str, np.ndarray]:
+    """`Tokenize` as a plain batch function for Ray tasks: the tokenizer is loaded once per worker
+    process and cached there, so tokenizing fuses with the map steps around it (no actor pool that
+    holds a CPU while the steps before it wait for one)."""
+    return _tokenizer(tokenizer_spec, separator)(batch)
 
 
 def pack_batch(batch: dict[str, np.ndarray], seq_len: int, pad_id: int = 0) -> pa.Table:

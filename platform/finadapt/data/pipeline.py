@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -21,16 +22,17 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from finadapt import storage
+from finadapt.data.aggregate import by_key, sum_by
 from finadapt.data.decontaminate import DecontamConfig, decontaminate
+from finadapt.data.exact_dedup import EXTRA_COLUMNS as EXACT_EXTRA_COLUMNS
 from finadapt.data.exact_dedup import ExactDedupConfig, exact_dedup
-from finadapt.data.aggregate import count_by, sum_by, total_by
 from finadapt.data.filters import FilterConfig, keep_passing, label_dataset
 from finadapt.data.ingest import InputSpec, ingest
 from finadapt.data.minhash import MinHashConfig
-from finadapt.data.mix import MixConfig, bucketed_dataset, mix_bucketed
+from finadapt.data.mix import MixConfig, bucketed_dataset, mix_bucketed, seeded_shuffle
 from finadapt.data.neardup import near_dedup
 from finadapt.data.normalize import normalize_batch
-from finadapt.data.pack import PackConfig, Tokenize, pack_batch
+from finadapt.data.pack import PackConfig, Tokenize, pack_batch, tokenize_batch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,17 @@ class CorpusConfig(BaseModel):
     shard_rows: int = Field(2048, ge=1, description="packed sequences per parquet shard (approximate)")
     ray_address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
+    disk_shuffle: bool = Field(
+        True,
+        description="Run the all-to-all steps (exact-dedup grouping, mix shuffle) on Ray Data's disk-based hash "
+                    "shuffle: shards go to files under $TMPDIR on each node instead of objects. With the object "
+                    "store transport, shards under Ray's inline size (100 KB; many partitions of a large corpus) "
+                    "are held in the driver's memory until reduced.")
+    block_mb: float | None = Field(
+        None, gt=0,
+        description="Ray Data target block size (MiB) while the stage runs; shuffle input batches are twice "
+                    "that. None: 1/16 of the cluster's object store, between 1 MiB and Ray's default (128 MiB). "
+                    "Blocks far below the store keep a small store from overflowing into fallback allocations.")
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -93,10 +106,6 @@ def input_fingerprints(specs: list[InputSpec]) -> list[dict[str, Any]]:
     return out
 
 
-def _per_source(ds) -> dict[str, int]:
-    return count_by(ds, "source")
-
-
 def _shard_stats(shards: list[str]) -> tuple[int, int, int]:
     """(sequences, tokens, documents) of the written shards, one shard's two int columns at a time."""
     import pyarrow.parquet as pq
@@ -118,13 +127,43 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     Documents live in the object store (spilled to disk when it fills), and each stage drops its
     references to the previous stage's blocks as soon as they are consumed, so at most two copies of
     the corpus (a stage's input and output) are alive at any time, in the store or on spill disk.
-    All per-stage counts are per-block aggregates over projected columns (no shuffle of documents).
+    Per-stage counts are per-block summaries over projected columns (no shuffle), taken in the pass
+    that reads a stage's output anyway where possible.
     """
     import ray
 
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
                  ignore_reinit_error=True)
+    from ray.data.context import ShuffleStrategy
+
+    ctx = ray.data.DataContext.get_current()
+    names = ("target_max_block_size", "shuffle_input_batch_bytes", "shuffle_strategy", "use_disk_based_hash_shuffle")
+    saved = {name: getattr(ctx, name) for name in names}
+    stores = [n["Resources"].get("object_store_memory", 0) for n in ray.nodes() if n.get("Alive")]
+    block = block_bytes(cfg.block_mb, min(stores, default=0), saved["target_max_block_size"])  # smallest store
+    ctx.target_max_block_size = block
+    ctx.shuffle_input_batch_bytes = min(2 * block, saved["shuffle_input_batch_bytes"] or 2 * block)
+    ctx.shuffle_strategy = ShuffleStrategy.SHUFFLE_V2  # hash shuffles: exact-dedup grouping, mix shuffle
+    ctx.use_disk_based_hash_shuffle = cfg.disk_shuffle
+    try:
+        return _run_corpus(cfg, block)
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def block_bytes(block_mb: float | None, store_bytes: float | None, default: int | None) -> int:
+    """Target block size: `block_mb` if set, else 1/16 of the object store within [1 MiB, Ray's default]."""
+    default = default or 128 * 2**20
+    if block_mb is not None:
+        return int(block_mb * 2**20)
+    if not store_bytes:
+        return default
+    return int(min(default, max(2**20, store_bytes / 16)))
+
+
+def _run_corpus(cfg: CorpusConfig, block: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     stages: dict[str, dict[str, int]] = {}
@@ -140,7 +179,6 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     labelled = label_dataset(ingested.dataset.map_batches(normalize_batch, batch_format="numpy"),
                              cfg.filters).materialize()
     label_counts = sum_by(labelled, ["source", "drop_reason"])
-    lap("ingest+normalize")
     stages["ingested"], stages["filtered"], drops = {}, {}, {}
     for row in sorted(label_counts, key=lambda r: (str(r["source"]), str(r["drop_reason"]))):
         source, reason, n = str(row["source"]), row["drop_reason"], row["count"]
@@ -150,46 +188,56 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
         else:
             stages["filtered"][source] = n
     ds = keep_passing(labelled)  # lazy: a cheap filter over the labelled blocks
-    lap("filter")
+    lap("ingest+normalize+filter")
 
     exact = exact_dedup(ds, cfg.exact_dedup)  # materialized: its own copy of the corpus
     del ds, labelled  # release the labelled copy
-    ds = exact.dataset
-    stages["exact_dedup"] = _per_source(ds)
+    stages["exact_dedup"] = exact.kept_by_source
     lap("exact_dedup")
 
+    ds = exact.dataset
     near_stats: dict[str, Any] = {"enabled": cfg.near_dedup.enabled}
     if cfg.near_dedup.enabled:
         minhash_cfg = MinHashConfig(**cfg.near_dedup.model_dump(exclude={"enabled"}))
-        ds, stats = near_dedup(ds, minhash_cfg)  # lazy: the exact-dedup blocks minus the removed ids
+        # on the materialized blocks themselves (no projected copy); lazy: those blocks minus the removed ids
+        ds, stats = near_dedup(exact.materialized, minhash_cfg)
+        ds = ds.drop_columns(EXACT_EXTRA_COLUMNS)
         near_stats.update(stats)
-    stages["near_dedup"] = _per_source(ds)
     lap("near_dedup")
 
     decon = decontaminate(ds, cfg.decontamination)  # materialized (with the contamination columns)
     exact_removed, exact_examples = exact.removed, exact.examples
     del ds, exact  # release the exact-dedup copy
-    stages["decontaminated"] = _per_source(decon.dataset)
+    stages["near_dedup"] = decon.rows_by_source  # counted while decontaminating: one pass, not two
+    stages["decontaminated"] = decon.kept_by_source
     lap("decontaminate")
 
     tokenized = decon.dataset.map_batches(
-        Tokenize, fn_constructor_args=(cfg.pack.tokenizer, cfg.pack.separator),
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), batch_size=cfg.pack.batch_size,
-        batch_format="numpy")
+        tokenize_batch, fn_kwargs={"tokenizer_spec": cfg.pack.tokenizer, "separator": cfg.pack.separator},
+        batch_size=cfg.pack.batch_size, batch_format="numpy").drop_columns(["text"])  # packing needs tokens only
     bucketed = bucketed_dataset(tokenized, cfg.mix).materialize()  # tokens + mix bucket, tokenized once
     decon_summary = {"flagged": decon.contaminated, "by_task": decon.by_task, "eval_texts": decon.eval_texts,
                      "skipped_short_eval_texts": decon.skipped_short, "matches": decon.report[:50]}
     del tokenized, decon  # release the decontaminated copy
-    tokens_before = total_by(bucketed, cfg.mix.by, "n_tokens")
-    tokens_by_source_before = total_by(bucketed, "source", "n_tokens")
+    by = cfg.mix.by
+    sums = sum_by(bucketed, list(dict.fromkeys([by, "source", "mix_bucket"])), ["n_tokens"])
+    tokens_before = by_key(sums, by, "sum(n_tokens)")
+    tokens_by_source_before = by_key(sums, "source", "sum(n_tokens)")
+    histogram: dict[tuple[str, int], int] = {}
+    for r in sums:
+        key = (r[by], r["mix_bucket"])
+        histogram[key] = histogram.get(key, 0) + r["sum(n_tokens)"]
     lap("tokenize")
 
-    mixed, rates, cutoffs = mix_bucketed(bucketed, cfg.mix)
-    mixed = mixed.random_shuffle(seed=cfg.mix.seed).materialize()
+    mixed, rates, cutoffs = mix_bucketed(bucketed, cfg.mix, histogram=[
+        {by: g, "mix_bucket": b, "sum(n_tokens)": t} for (g, b), t in histogram.items()])
+    partitions = math.ceil(bucketed.size_bytes() * max(1.0, *rates.values()) / (2 * block))
+    mixed = seeded_shuffle(mixed, cfg.mix.seed, partitions).materialize()
     del bucketed  # release the unmixed copy
-    tokens_after = total_by(mixed, cfg.mix.by, "n_tokens")
-    tokens_by_source_after = total_by(mixed, "source", "n_tokens")
-    stages["mixed"] = _per_source(mixed)
+    sums = sum_by(mixed, list(dict.fromkeys([by, "source"])), ["n_tokens"])
+    tokens_after = by_key(sums, by, "sum(n_tokens)")
+    tokens_by_source_after = by_key(sums, "source", "sum(n_tokens)")
+    stages["mixed"] = by_key(sums, "source")
     lap("mix")
 
     pad_id = Tokenize(cfg.pack.tokenizer, cfg.pack.separator).sep_id
