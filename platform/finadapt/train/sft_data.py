@@ -107,6 +107,15 @@ def training_samples(cfg: SftData, seed: int = 0) -> list[Sample]:
         if not rows:
             raise ValueError(f"task {task!r} has no training samples")
         samples.extend(rows)
+    if cfg.synthetic_jsonl:
+        from finadapt.synth.mix import mix_samples
+
+        synthetic = [s for uri in cfg.synthetic_jsonl for s in read_extra_samples(uri)]
+        mixed = mix_samples(samples, synthetic, cfg.synthetic_ratio, seed, cfg.synthetic_on_short)
+        for task, counts in mixed.per_task.items():
+            log.info("%s: %d real + %d synthetic (ratio %.3f)", task, counts["real"], counts["synthetic"],
+                     counts["achieved_ratio"])
+        samples = mixed.samples
     for uri in cfg.extra_jsonl:
         extra = read_extra_samples(uri)
         log.info("added %d samples from %s", len(extra), uri)

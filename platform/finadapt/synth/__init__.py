@@ -1,0 +1,63 @@
+"""Synthetic instruction data: a teacher model writes new labelled FLARE examples.
+
+    from finadapt.synth import SynthConfig, synthesize
+    summary = synthesize(SynthConfig())          # embedded teacher, hf engine, runs/synth/
+
+Outputs in `output_dir`: synthetic.jsonl (FLARE samples + provenance), quarantine.jsonl
+(rejected generations with the reason), config.yaml, report.{json,md,png}.
+Mix them into stage-2 training with `SftData.synthetic_jsonl` + `synthetic_ratio`, or write a
+mixed file with `finadapt mix`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finadapt.synth.config import MixConfig, SynthConfig
+
+
+def synthesize(cfg: "SynthConfig") -> dict:
+    """Run the stage and write its outputs; returns the report summary."""
+    from finadapt import storage
+    from finadapt.config import dump_config
+    from finadapt.synth.pipeline import run_synthesis, write_jsonl
+    from finadapt.synth.report import summarize, write_report
+
+    run = run_synthesis(cfg)
+    out = cfg.output_dir
+    write_jsonl(storage.join(out, "synthetic.jsonl"), run.accepted)
+    write_jsonl(storage.join(out, "quarantine.jsonl"), run.quarantined)
+    storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
+    summary = summarize(run, cfg.seed)
+    header = dict(teacher=cfg.teacher.spec, engine=cfg.engine.kind, seed=cfg.seed, few_shot=cfg.few_shot,
+                  use_prefix=cfg.use_prefix, verify=cfg.verify.enabled)
+    write_report(out, summary, header)
+    return {**header, **summary}
+
+
+def mix(cfg: "MixConfig") -> dict:
+    """Write the real + synthetic training set at the configured ratio; returns per-task counts."""
+    import json
+
+    from finadapt import storage
+    from finadapt.evaluate.runner import select_rows
+    from finadapt.synth.mix import mix_samples
+    from finadapt.tasks import load_samples
+    from finadapt.train.sft_data import read_extra_samples
+
+    real = [s for t in cfg.tasks for s in select_rows(t, load_samples(t, "train"), cfg.limit_per_task, cfg.seed)]
+    synthetic = [s for uri in cfg.synthetic for s in read_extra_samples(uri)]
+    result = mix_samples(real, synthetic, cfg.ratio, cfg.seed, cfg.on_short)
+    storage.write_text(cfg.output, "".join(json.dumps(s.to_row(), ensure_ascii=False) + "\n" for s in result.samples))
+    return result.per_task
+
+
+def __getattr__(name: str):
+    if name in ("SynthConfig", "MixConfig"):
+        from finadapt.synth import config
+
+        return getattr(config, name)
+    raise AttributeError(name)
+
+
+__all__ = ["MixConfig", "SynthConfig", "mix", "synthesize"]

