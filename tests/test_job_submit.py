@@ -163,3 +163,21 @@ def test_training_stages_run_as_ray_jobs(ray_head, tmp_path):
     assert summary["model"] == str(tmp_path / "pre" / "best")
     assert "val_score" in summary["best_metrics"]
     assert (tmp_path / "sft" / "best" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_synthesize_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
+    """The synthetic-instruction stage (embedded teacher, hf engine) through `ray job submit`."""
+    address, env = ray_head
+    out = tmp_path / "synth-job"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+           "python", "pipelines/synthesize.py", "--config", "pipelines/configs/synth.yaml", "tasks=[fpb,headlines]",
+           "requests_per_task=3", "task_requests={}", "sampling.max_tokens=64", "verify.enabled=false",
+           "engine.num_cpus_per_actor=1", f"output_dir={out}"]
+    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["totals"]["requests"] == 6 and report["engine"] == "hf"
+    lines = lambda name: [json.loads(x) for x in (out / name).read_text().splitlines()]  # noqa: E731
+    assert len(lines("synthetic.jsonl")) + len(lines("quarantine.jsonl")) == 6
+    assert report["totals"]["accepted"] == len(lines("synthetic.jsonl"))

@@ -116,3 +116,11 @@ def test_openai_engine_errors_name_the_server(openai_server, monkeypatch):
         base_url=openai_server, model="gpt-9", api_key_env="FINADAPT_TEST_KEY"))
     with pytest.raises(EngineError, match=r"does not serve model 'gpt-9'; it serves \['smollm2'\]"):
         _outputs(cfg)
+
+
+def test_vllm_cpu_engine_that_would_starve_ray_data_is_refused():
+    from finadapt.synth.engines import check_cpu_headroom
+
+    with pytest.raises(EngineError, match="leave 0 of the cluster's 2 CPUs"):
+        check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=2))
+    check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=1))

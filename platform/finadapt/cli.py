@@ -184,7 +184,8 @@ def mix_command(
     """Real + synthetic instruction data at synthetic:real ratio r per task (FLARE JSONL for `sft`)."""
     from pydantic import ValidationError
 
-    from finadapt.synth import mix
+    from finadapt.storage import StorageError
+    from finadapt.synth import write_mix
     from finadapt.synth.config import MixConfig
     from finadapt.synth.mix import MixError
 
@@ -193,8 +194,8 @@ def mix_command(
         parsed = float(ratio) if "=" not in ratio else {k: float(v) for k, v in (p.split("=") for p in ratio.split(","))}
         cfg = MixConfig(synthetic=synthetic, ratio=parsed, output=output, on_short=on_short, seed=seed,
                         limit_per_task=limit_per_task, **({"tasks": tasks.split(",")} if tasks else {}))
-        per_task = mix(cfg)
-    except (ValueError, ValidationError, MixError) as err:
+        per_task = write_mix(cfg)
+    except (ValueError, ValidationError, MixError, StorageError) as err:
         typer.echo(f"mix error: {err}", err=True)
         raise typer.Exit(2) from None
     for task, counts in per_task.items():

@@ -35,7 +35,7 @@ def synthesize(cfg: "SynthConfig") -> dict:
     return {**header, **summary}
 
 
-def mix(cfg: "MixConfig") -> dict:
+def write_mix(cfg: "MixConfig") -> dict:
     """Write the real + synthetic training set at the configured ratio; returns per-task counts."""
     import json
 
@@ -60,4 +60,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["MixConfig", "SynthConfig", "mix", "synthesize"]
+__all__ = ["MixConfig", "SynthConfig", "synthesize", "write_mix"]

