@@ -22,6 +22,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def unique_non_empty(values: list[str], what: str) -> list[str]:
+    """A list option that needs at least one entry; repeats dropped, order kept."""
+    if not values:
+        raise ValueError(f"at least one {what} is needed")
+    return list(dict.fromkeys(values))
+
+
 class ModelConfig(StrictModel):
     spec: str = Field("embedded:smollm2-135m-instruct",
                       description="embedded:<name>, tiny-random, a local HF directory, or a hub id")
@@ -72,9 +79,7 @@ class EvalConfig(StrictModel):
     @field_validator("modes")
     @classmethod
     def _modes_not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one mode is needed")
-        return list(dict.fromkeys(value))
+        return unique_non_empty(value, "mode")
 
 
 Cfg = TypeVar("Cfg", bound=BaseModel)

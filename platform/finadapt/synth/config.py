@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, PositiveInt, field_validator
 
-from finadapt.config import ModelConfig, StrictModel
+from finadapt.config import ModelConfig, StrictModel, unique_non_empty
 
 SYNTH_TASKS = ("fpb", "fiqasa", "headlines", "ner")
 
@@ -106,9 +106,7 @@ class SynthConfig(StrictModel):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one task is needed")
-        return list(dict.fromkeys(value))
+        return unique_non_empty(value, "task")
 
     def counts(self) -> dict[str, int]:
         unknown = set(self.task_requests) - set(self.tasks)
