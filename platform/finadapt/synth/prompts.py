@@ -94,6 +94,19 @@ def answer_prefix(task: str, target: str) -> str:
     return '{"label": "' + target + '", "text": "'
 
 
+_JSON_TEXT = r'[^"\\\n]'  # a JSON string character the teacher may write (no quote, backslash, newline)
+
+
+def continuation_regex(task: str, max_text_chars: int = 320) -> str:
+    """What may follow `answer_prefix` — for engines that constrain decoding (vLLM structured
+    outputs): the answer is then always one closed JSON object, never truncated mid-string."""
+    text = f"{_JSON_TEXT}{{8,{max_text_chars}}}"
+    if task != "ner":
+        return text + r'"\}'
+    entity = rf'\{{"type": "(PER|ORG|LOC)", "text": "{_JSON_TEXT}{{1,60}}"\}}'
+    return rf'{_JSON_TEXT}{{1,60}}"\}}(, {entity}){{0,5}}\], "text": "{text}"\}}'
+
+
 def _question(column: str) -> str:
     for col, display, hint in HEADLINE_QUESTIONS:
         if col == column:
