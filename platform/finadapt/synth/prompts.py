@@ -97,14 +97,15 @@ def answer_prefix(task: str, target: str) -> str:
 _JSON_TEXT = r'[^"\\\n]'  # a JSON string character the teacher may write (no quote, backslash, newline)
 
 
-def continuation_regex(task: str, max_text_chars: int = 320) -> str:
+def continuation_regex(task: str, max_tokens: int = 96) -> str:
     """What may follow `answer_prefix` — for engines that constrain decoding (vLLM structured
-    outputs): the answer is then always one closed JSON object, never truncated mid-string."""
-    text = f"{_JSON_TEXT}{{8,{max_text_chars}}}"
+    outputs): the answer is then always one closed JSON object. Lengths are capped in characters so
+    the object fits in `max_tokens` (about 3 characters per token, entities included for NER)."""
     if task != "ner":
-        return text + r'"\}'
-    entity = rf'\{{"type": "(PER|ORG|LOC)", "text": "{_JSON_TEXT}{{1,60}}"\}}'
-    return rf'{_JSON_TEXT}{{1,60}}"\}}(, {entity}){{0,5}}\], "text": "{text}"\}}'
+        return f"{_JSON_TEXT}{{8,{max(16, 3 * max_tokens - 20)}}}" + r'"\}'
+    text = f"{_JSON_TEXT}{{8,{max(16, 3 * max_tokens // 2)}}}"
+    entity = rf'\{{"type": "(PER|ORG|LOC)", "text": "{_JSON_TEXT}{{1,40}}"\}}'
+    return rf'{_JSON_TEXT}{{1,40}}"\}}(, {entity}){{0,3}}\], "text": "{text}"\}}'
 
 
 def _question(column: str) -> str:
