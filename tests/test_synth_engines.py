@@ -124,3 +124,26 @@ def test_vllm_cpu_engine_that_would_starve_ray_data_is_refused():
     with pytest.raises(EngineError, match="leave 0 of the cluster's 2 CPUs"):
         check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=2))
     check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=1))
+
+
+def test_outputs_go_to_s3_and_mix_reads_them_back(s3_bucket, tmp_path):
+    """Whole stage with a tiny random teacher (its output is garbage: every generation is quarantined,
+    nothing is lost) writing to the local S3 server; `finadapt mix` reads the synthetic file from S3."""
+    import boto3
+
+    from finadapt.synth import write_mix
+    from finadapt.synth.config import MixConfig
+
+    out = f"{s3_bucket}/synth"
+    summary = synthesize(SynthConfig(teacher={"spec": "tiny-random"}, tasks=["fpb"], requests_per_task=3,
+                                     sampling={"max_tokens": 16}, output_dir=out))
+    bucket = s3_bucket[len("s3://"):]
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {f"synth/{n}" for n in ("synthetic.jsonl", "quarantine.jsonl", "report.json", "report.md",
+                                   "report.png", "config.yaml")} <= keys
+    quarantined = boto3.client("s3").get_object(Bucket=bucket, Key="synth/quarantine.jsonl")["Body"].read()
+    assert len(quarantined.splitlines()) + summary["totals"]["accepted"] == 3
+    per_task = write_mix(MixConfig(synthetic=[f"{out}/synthetic.jsonl"], tasks=["fpb"], ratio=0.0,
+                                   limit_per_task=5, output=str(tmp_path / "mixed.jsonl")))
+    assert per_task["fpb"] == dict(real=5, synthetic=0, requested_ratio=0.0, achieved_ratio=0.0,
+                                   synthetic_available=summary["totals"]["accepted"])

@@ -240,3 +240,12 @@ def test_constrained_continuation_always_parses():
     assert not re.fullmatch(continuation_regex("fpb"), "Sales rose in the quarter and")  # no truncation
     with pytest.raises(ValueError, match="constrain needs use_prefix"):
         SynthConfig.model_validate({"engine": {"kind": "vllm", "constrain": True}, "use_prefix": False})
+
+
+def test_diversity_measures():
+    from finadapt.synth.report import distinct_n, self_similarity
+
+    assert distinct_n(["a b c", "a b d"], 1) == pytest.approx(4 / 6)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    assert self_similarity(["only one"]) is None
+    assert self_similarity(["gold rises", "gold rises", "oil falls sharply"]) > 60

@@ -63,6 +63,8 @@ class SamplingConfig(StrictModel):
     temperature: float = Field(0.8, ge=0, description="0 = greedy")
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(160, ge=8, description="new tokens per generation")
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description=">1 discourages reusing prompt tokens, "
+                                      "i.e. copying the few-shot examples (hf, vllm; openai: sent only if != 1)")
     stop: list[str] = Field(["\n"], description="the JSON answer is one line; stop there")
     task_max_tokens: dict[str, int] = Field({"ner": 192}, description="per-task max_tokens (NER lists entities too)")
 

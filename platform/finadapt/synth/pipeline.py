@@ -186,7 +186,27 @@ def run_synthesis(cfg: SynthConfig) -> SynthRun:
         candidates = kept
     run.accepted = [{**c[2].to_row(), "provenance": c[3]} for c in candidates]
     run.total_seconds = time.perf_counter() - start
+    publish_metrics(run)
     return run
+
+
+def publish_metrics(run: SynthRun) -> None:
+    """Accepted / quarantined counts per task as Ray gauges (the dashboard's metrics view)."""
+    try:
+        import ray
+        from ray.util.metrics import Gauge
+
+        if not ray.is_initialized():
+            return
+        gauges = {name: Gauge(f"finadapt_synth_{name}", description=f"synthetic samples {name}", tag_keys=("task",))
+                  for name in ("accepted", "quarantined", "acceptance_rate")}
+        for task, requests in run.requests.items():
+            accepted = sum(r["task"] == task for r in run.accepted)
+            gauges["accepted"].set(accepted, tags={"task": task})
+            gauges["quarantined"].set(sum(r["task"] == task for r in run.quarantined), tags={"task": task})
+            gauges["acceptance_rate"].set(accepted / requests if requests else 0.0, tags={"task": task})
+    except Exception as err:  # metrics are optional; never fail the run over them
+        log.debug("metrics not published: %s", err)
 
 
 def write_jsonl(uri: str, rows: list[dict]) -> None:

@@ -26,11 +26,11 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def self_similarity(texts: list[str], cap: int = 2000) -> float:
-    """Mean over texts of the rapidfuzz ratio (0-100) to the most similar other text."""
+def self_similarity(texts: list[str], cap: int = 2000) -> float | None:
+    """Mean over texts of the rapidfuzz ratio (0-100) to the most similar other text (None below 2)."""
     texts = [norm(t) for t in texts[:cap]]
     if len(texts) < 2:
-        return 0.0
+        return None
     scores = process.cdist(texts, texts, scorer=fuzz.ratio, dtype=np.uint8).astype(float)
     np.fill_diagonal(scores, -1)
     return float(scores.max(axis=1).mean())
@@ -49,6 +49,14 @@ def _ner_types(rows) -> Counter:
 def _share(counter: Counter) -> dict[str, float]:
     total = sum(counter.values()) or 1
     return {k: round(v / total, 4) for k, v in sorted(counter.items())}
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def summarize(run: SynthRun, seed: int = 0) -> dict:
@@ -72,8 +80,8 @@ def summarize(run: SynthRun, seed: int = 0) -> dict:
             labels_synthetic=_share(label_of(acc)), labels_real=_share(label_of(real)),
             distinct_1=round(distinct_n(texts, 1), 4), distinct_2=round(distinct_n(texts, 2), 4),
             distinct_2_real_sample=round(distinct_n(real_sample, 2), 4),
-            self_similarity=round(self_similarity(texts), 2),
-            self_similarity_real_sample=round(self_similarity(real_sample), 2),
+            self_similarity=_round(self_similarity(texts)),
+            self_similarity_real_sample=_round(self_similarity(real_sample)),
             nearest_real_similarity_mean=round(float(np.mean(near)), 2) if near else None,
             nearest_real_similarity_median=round(float(np.median(near)), 2) if near else None,
             nearest_real_similarity=near,
@@ -106,8 +114,9 @@ def markdown(summary: dict, header: dict) -> str:
     for task, s in summary["tasks"].items():
         agreement = "-" if s["verifier_agreement"] is None else f"{s['verifier_agreement']:.2f}"
         lines.append(f"| {task} | {s['requests']} | {s['accepted']} | {s['acceptance_rate']:.1%} | "
-                     f"{s['distinct_2']:.2f} ({s['distinct_2_real_sample']:.2f}) | {s['self_similarity']:.1f} "
-                     f"({s['self_similarity_real_sample']:.1f}) | {s['nearest_real_similarity_median']} | {agreement} |")
+                     f"{s['distinct_2']:.2f} ({s['distinct_2_real_sample']:.2f}) | {_fmt(s['self_similarity'])} "
+                     f"({_fmt(s['self_similarity_real_sample'])}) | {_fmt(s['nearest_real_similarity_median'])} "
+                     f"| {agreement} |")
     lines += ["", "## Reject reasons", "", "| task | reason | count |", "|---|---|---:|"]
     for task, s in summary["tasks"].items():
         lines += [f"| {task} | {reason} | {n} |" for reason, n in s["reject_reasons"].items()]
@@ -155,7 +164,8 @@ def plot(summary: dict) -> bytes:
             axes[2].hist(sims, bins=20, range=(0, 100), alpha=0.5, label=t)
     axes[2].set_title("similarity to the nearest real training text")
     axes[2].set_xlabel("rapidfuzz ratio")
-    axes[2].legend()
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -33,7 +33,8 @@ class TeacherModel:
         return self.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def complete(self, prompt: str, max_tokens: int = 16, temperature: float = 1.0, top_p: float = 1.0,
-                 stop: list[str] | None = None, seed: int | None = None) -> tuple[str, str, int, int]:
+                 stop: list[str] | None = None, seed: int | None = None,
+                 repetition_penalty: float = 1.0) -> tuple[str, str, int, int]:
         """(text, finish_reason, prompt tokens, completion tokens)."""
         torch, tok, model = self.torch, self.loaded.tokenizer, self.loaded.model
         enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -42,6 +43,7 @@ class TeacherModel:
                 torch.manual_seed(int(seed))
             out = model.generate(**enc, do_sample=temperature > 0, temperature=temperature or None,
                                  top_p=top_p if temperature > 0 else None, max_new_tokens=max_tokens,
+                                 repetition_penalty=repetition_penalty if repetition_penalty != 1.0 else None,
                                  stop_strings=stop or None, tokenizer=tok, pad_token_id=tok.pad_token_id)
         ids = out[0, enc["input_ids"].shape[1]:]
         text = tok.decode(ids, skip_special_tokens=True)
@@ -94,7 +96,8 @@ def make_handler(teacher: TeacherModel, api_key: str | None):
             stop = body.get("stop") or []
             text, finish, n_prompt, n_out = teacher.complete(
                 prompt, int(body.get("max_tokens", 16)), float(body.get("temperature", 1.0)),
-                float(body.get("top_p", 1.0)), [stop] if isinstance(stop, str) else list(stop), body.get("seed"))
+                float(body.get("top_p", 1.0)), [stop] if isinstance(stop, str) else list(stop), body.get("seed"),
+                float(body.get("repetition_penalty", 1.0)))
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                       if chat else {"index": 0, "text": text, "finish_reason": finish})
             self._send(200, {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion" if chat
