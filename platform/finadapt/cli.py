@@ -152,8 +152,11 @@ def synth_command(
     _setup_logging(verbose)
     from finadapt.synth import synthesize
     from finadapt.synth.config import SynthConfig
+    from finadapt.models import ModelLoadError
+    from finadapt.storage import StorageError
     from finadapt.synth.engines import EngineError
     from finadapt.synth.report import markdown
+    from finadapt.tasks import DataFormatError
 
     sets = ([f"engine={{kind: {engine}}}"] if engine else []) + list(overrides)
     sets += ([f"output_dir={output}"] if output else []) + ([f"requests_per_task={requests}"] if requests else [])
@@ -164,8 +167,8 @@ def synth_command(
         raise typer.Exit(2) from None
     try:
         summary = synthesize(cfg)
-    except EngineError as err:
-        typer.echo(f"engine error: {err}", err=True)
+    except (EngineError, ModelLoadError, StorageError, DataFormatError) as err:
+        typer.echo(f"synth error: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(markdown(summary, summary))
     typer.echo(f"written to {cfg.output_dir}")

@@ -56,9 +56,14 @@ def prepare_requests(cfg: SynthConfig, real: dict[str, list[Sample]]) -> list[Re
         for r in requests:
             r.prefix = ""
     if not chat_api:
-        from finadapt.models import load_tokenizer
+        from finadapt.models import ModelLoadError, load_tokenizer
 
-        render_prompts(requests, load_tokenizer(cfg.teacher.spec, cfg.teacher.trust_remote_code), use_prefix)
+        try:
+            tokenizer = load_tokenizer(cfg.teacher.spec, cfg.teacher.trust_remote_code)
+        except OSError as err:
+            raise ModelLoadError(f"cannot load the tokenizer of teacher {cfg.teacher.spec!r} to render the prompts "
+                                 f"({err}); an openai engine with api: chat needs none") from err
+        render_prompts(requests, tokenizer, use_prefix)
     return requests
 
 
