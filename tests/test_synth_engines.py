@@ -4,9 +4,9 @@ plus the whole stage with the embedded teacher."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from conftest import _free_port
 
 from finadapt.synth import synthesize
 from finadapt.synth.config import OpenAIEngine, SynthConfig, VllmEngine
@@ -72,12 +72,6 @@ def test_vllm_engine_runs_through_ray_data_llm_on_cpu():
         out = outputs[r.request_id]
         assert out["output"].startswith(r.prefix) and len(out["output"]) > len(r.prefix)
         assert 0 < out["generated_tokens"] <= 48
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -37,18 +37,16 @@ def synthesize(cfg: "SynthConfig") -> dict:
 
 def write_mix(cfg: "MixConfig") -> dict:
     """Write the real + synthetic training set at the configured ratio; returns per-task counts."""
-    import json
-
-    from finadapt import storage
     from finadapt.evaluate.runner import select_rows
     from finadapt.synth.mix import mix_samples
+    from finadapt.synth.pipeline import write_jsonl
     from finadapt.tasks import load_samples
     from finadapt.train.sft_data import read_extra_samples
 
     real = [s for t in cfg.tasks for s in select_rows(t, load_samples(t, "train"), cfg.limit_per_task, cfg.seed)]
     synthetic = [s for uri in cfg.synthetic for s in read_extra_samples(uri)]
     result = mix_samples(real, synthetic, cfg.ratio, cfg.seed, cfg.on_short)
-    storage.write_text(cfg.output, "".join(json.dumps(s.to_row(), ensure_ascii=False) + "\n" for s in result.samples))
+    write_jsonl(cfg.output, [s.to_row() for s in result.samples])
     return result.per_task
 
 

@@ -75,6 +75,15 @@ def escape_inner_quotes(text: str) -> str:
     return "".join(out)
 
 
+def _with_quotes_escaped(line: str) -> dict | None:
+    """The object `line` holds once bare inner quotes are escaped, or None if it still does not parse."""
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(escape_inner_quotes(line))
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def first_json_object(text: str, truncated: bool = False) -> dict:
     """The first JSON object in `text` (code fences and trailing chatter ignored). Bare quotes inside
     strings are repaired (the object then carries `_repaired: True`)."""
@@ -84,12 +93,9 @@ def first_json_object(text: str, truncated: bool = False) -> dict:
     try:
         obj, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as err:
-        try:
-            obj, _ = json.JSONDecoder().raw_decode(escape_inner_quotes(text[start:].split("\n", 1)[0]))
-            if isinstance(obj, dict):
-                return {**obj, "_repaired": True}
-        except json.JSONDecodeError:
-            pass
+        repaired = _with_quotes_escaped(text[start:].split("\n", 1)[0])
+        if repaired is not None:
+            return {**repaired, "_repaired": True}
         unclosed = "}" not in text[start:] or err.msg.startswith("Unterminated string")
         if truncated or unclosed:
             raise ParseReject(TRUNCATED_JSON, f"JSON ends early ({err.msg} at char {err.pos})") from None

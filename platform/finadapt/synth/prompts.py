@@ -62,13 +62,25 @@ class TaskExamples:
     task: str
     samples: list[Sample]
     by_label: dict[str, list[Sample]] = field(default_factory=dict)
+    entities: list[list[tuple[str, str]]] = field(default_factory=list)  # NER: (text, type) per sample
+    short_with_type: dict[str, list[Sample]] = field(default_factory=dict)  # NER: <= 40 tokens, has the type
 
     @classmethod
     def of(cls, task: str, samples: Sequence[Sample]) -> "TaskExamples":
+        """Grouped once per run, not per request."""
         by_label: dict[str, list[Sample]] = {}
         for s in samples:
             by_label.setdefault(_label_of(s), []).append(s)
-        return cls(task, list(samples), by_label)
+        out = cls(task, list(samples), by_label)
+        if task == "ner":
+            from finadapt.tasks.ner import bio_entities
+
+            out.entities = [bio_entities(s.tokens, s.tags) for s in out.samples]
+            for s, ents in zip(out.samples, out.entities):
+                if len(s.tokens) <= 40:
+                    for etype in dict.fromkeys(t for _, t in ents):
+                        out.short_with_type.setdefault(etype, []).append(s)
+        return out
 
 
 def _label_of(sample: Sample) -> str:
@@ -151,10 +163,8 @@ def draw_target(task: str, examples: TaskExamples, rng: random.Random, balance: 
 
 
 def _real_ner_type(examples: TaskExamples, rng: random.Random) -> str:
-    from finadapt.tasks.ner import bio_entities
-
     for _ in range(50):
-        ents = bio_entities(*(lambda s: (s.tokens, s.tags))(rng.choice(examples.samples)))
+        ents = rng.choice(examples.entities)
         if ents:
             return rng.choice(ents)[1]
     return rng.choice(NER_TYPES)
@@ -163,13 +173,8 @@ def _real_ner_type(examples: TaskExamples, rng: random.Random) -> str:
 def _shots(task: str, examples: TaskExamples, target: str, group: str, k: int,
            rng: random.Random) -> list[Sample]:
     """k real examples: about half with the target label (shows what is wanted), the rest any label."""
-    if task == "ner":
-        from finadapt.tasks.ner import bio_entities
-
-        # short sentences with the target type: they show a small teacher what to write
-        with_type = [s for s in examples.samples if len(s.tokens) <= 40
-                     and any(t == target for _, t in bio_entities(s.tokens, s.tags))]
-        pool_same = with_type or examples.samples
+    if task == "ner":  # short sentences with the target type: they show a small teacher what to write
+        pool_same = examples.short_with_type.get(target) or examples.samples
     else:
         key = f"{group}|{target}" if task == "headlines" else target
         pool_same = examples.by_label.get(key) or examples.samples
