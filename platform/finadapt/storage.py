@@ -236,3 +236,15 @@ def copy_tree(src: str, dst: str) -> None:
     except OSError as exc:
         where = dst if is_s3(dst) else src
         raise StorageError(f"copy {src} -> {dst} failed: {_error(where, exc)}") from exc
+
+
+def probe_writable(uri: str) -> None:
+    """Fail now, naming ``uri``, if a file cannot be written under the directory ``uri`` (local or S3):
+    write and delete a small marker. Run before any expensive work whose results would land there."""
+    marker = join(uri, f".finadapt-write-probe-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        write_bytes(marker, b"probe")
+        fs, path = filesystem_for(marker)
+        fs.delete_file(path)
+    except (StorageError, OSError) as exc:
+        raise StorageError(f"{uri}: not writable ({_error(uri, exc) if not isinstance(exc, StorageError) else exc})") from exc
