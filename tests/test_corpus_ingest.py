@@ -152,8 +152,9 @@ def test_missing_input_fails_before_pipeline(ray_local, tmp_path, s3_bucket):
 def test_unreadable_and_unknown_inputs_named(ray_local, tmp_path):
     bad_gz = tmp_path / "bad.jsonl.gz"
     bad_gz.write_bytes(b"this is not gzip data")
-    with pytest.raises(StorageError, match="bad.jsonl.gz"):
-        read_inputs([InputSpec(path=str(bad_gz), source="g", domain="general")], str(tmp_path / "q"))
+    with pytest.raises(StorageError, match="bad.jsonl.gz"):  # default: quarantined (see the truncated-gz tests)
+        read_inputs([InputSpec(path=str(bad_gz), source="g", domain="general", on_corrupt_file="fail")],
+                    str(tmp_path / "q"))
     odd = tmp_path / "folder"
     odd.mkdir()
     (odd / "data.csv").write_text("a,b\n")
@@ -182,3 +183,97 @@ def test_input_spec_validation():
         InputSpec(path="x", source="ok", domain="legal")
     with pytest.raises(ValueError):
         InputSpec(path="x", source="ok", domain="general", fmt="jsonl")  # extra field
+
+
+# ------------------------------------------------------------------ nothing found is dropped silently
+def _hidden_tree(root):
+    root.mkdir()
+    (root / "a.jsonl").write_text(_jsonl([{"id": "a1", "text": "Visible document."}]))
+    (root / "_x.jsonl").write_text(_jsonl([{"id": "x1", "text": "Underscore file."}]))
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "b.jsonl").write_text(_jsonl([{"id": "b1", "text": "Inside a dot folder."}]))
+    (root / "_tmp").mkdir()
+    (root / "_tmp" / "c.jsonl").write_text(_jsonl([{"id": "c1", "text": "Inside an underscore folder."}]))
+
+
+def test_hidden_files_are_listed_as_skipped_with_reason(ray_local, tmp_path, caplog):
+    _hidden_tree(tmp_path / "in")
+    (tmp_path / "in" / "_SUCCESS").write_text("")
+    qdir = tmp_path / "q"
+    with caplog.at_level("WARNING", logger="finadapt.data.ingest"):
+        result = ingest([InputSpec(path=str(tmp_path / "in"), source="h", domain="general")], str(qdir))
+    assert sorted(_rows(result.dataset)) == ["h-a1"]
+    skipped = {s["file"]: s for s in result.skipped}
+    assert sorted(skipped) == [".hidden/b.jsonl", "_SUCCESS", "_tmp/c.jsonl", "_x.jsonl"]
+    assert all(s["source"] == "h" and "read_hidden" in s["reason"] for s in skipped.values())
+    assert "'.hidden'" in skipped[".hidden/b.jsonl"]["reason"] and "'_x.jsonl'" in skipped["_x.jsonl"]["reason"]
+    assert quarantine_summary(str(qdir))["skipped"] == result.skipped  # written beside the quarantine counts
+    assert any("skipped 4 file(s)" in r.getMessage() and "_x.jsonl" in r.getMessage() for r in caplog.records)
+
+
+def test_read_hidden_reads_underscore_and_dot_files(ray_local, tmp_path):
+    _hidden_tree(tmp_path / "in")
+    result = ingest([InputSpec(path=str(tmp_path / "in"), source="h", domain="general", read_hidden=True)],
+                    str(tmp_path / "q"))
+    assert sorted(_rows(result.dataset)) == ["h-a1", "h-b1", "h-c1", "h-x1"]
+    assert result.skipped == [] and result.files == {"h": 4}
+
+
+def _truncated_gz(path, n=400) -> None:
+    """A gzip of n records cut in the middle: the first records decompress, then EOF."""
+    data = gzip.compress(_jsonl([{"id": f"t{i}", "text": f"Truncated file record {i}. " * 20}
+                                 for i in range(n)]).encode())
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_gz_is_quarantined_whole_and_the_run_goes_on(ray_local, tmp_path):
+    (tmp_path / "in").mkdir()
+    _truncated_gz(tmp_path / "in" / "cut.jsonl.gz")
+    (tmp_path / "in" / "ok.jsonl").write_text(_jsonl(GOOD[:1]))
+    (tmp_path / "clean.jsonl").write_text(_jsonl(GOOD[1:2]))
+    qdir = tmp_path / "q"
+    result = ingest([InputSpec(path=str(tmp_path / "in"), source="c", domain="general"),
+                     InputSpec(path=str(tmp_path / "clean.jsonl"), source="k", domain="general")], str(qdir))
+    # records read before the corruption are not kept: a file is used whole or not at all
+    assert sorted(_rows(result.dataset)) == ["c-n1", "k-7"]
+    assert result.quarantined == {"c": {"corrupt_file": 1}, "k": {}}
+    [record] = [json.loads(x) for x in (qdir / "c.jsonl").read_text().splitlines()]
+    assert record["file"] == "cut.jsonl.gz" and record["reason"] == "corrupt_file" and record["line"] > 0
+    assert "cut.jsonl.gz" in record["raw"] and "none kept" in record["raw"]
+    assert result.corrupt_files == [{"source": "c", "file": "cut.jsonl.gz", "lines_read": record["line"],
+                                     "error": record["raw"]}]
+    assert (qdir / "k.jsonl").read_text() == ""  # checked, clean
+    assert sorted(p.name for p in qdir.iterdir()) == ["_summary.json", "c.jsonl", "k.jsonl"]  # no temp files
+
+
+def test_truncated_gz_fails_cleanly_when_configured(ray_local, tmp_path):
+    _truncated_gz(tmp_path / "cut.jsonl.gz")
+    (tmp_path / "ok.jsonl").write_text(_jsonl(GOOD))
+    qdir = tmp_path / "q"
+    specs = [InputSpec(path=str(tmp_path / "ok.jsonl"), source="ok", domain="general"),
+             InputSpec(path=str(tmp_path / "cut.jsonl.gz"), source="c", domain="general", on_corrupt_file="fail")]
+    with pytest.raises(StorageError) as info:
+        ingest(specs, str(qdir))
+    message = str(info.value)
+    assert "cut.jsonl.gz" in message and "on_corrupt_file" in message and "\n" not in message
+    # nothing claims "checked, clean": no quarantine file of this run, empty or not, and no temp file
+    assert not qdir.exists() or list(qdir.iterdir()) == []
+    # a file that is not gzip at all: same choice (fails naming it, or quarantined)
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"this is not gzip data")
+    result = ingest([InputSpec(path=str(tmp_path / "bad.jsonl.gz"), source="b", domain="general")], str(qdir))
+    assert result.quarantined == {"b": {"corrupt_file": 1}} and result.dataset.count() == 0
+
+
+def test_quarantine_writes_are_atomic(tmp_path):
+    """A scan that dies half way leaves no quarantine file (a 0-byte one would read as "checked, clean")."""
+    from finadapt.data import ingest as ingest_mod
+
+    class Dying:
+        def iter_batches(self, **kwargs):
+            yield pa.table({"source": ["a"], "file": ["f.jsonl"], "line": [1], "reason": ["bad_json"], "raw": ["{"]})
+            raise RuntimeError("worker died")
+
+    qdir = tmp_path / "q"
+    with pytest.raises(RuntimeError, match="worker died"):
+        ingest_mod._write_quarantine(Dying(), ["a", "b"], str(qdir))
+    assert not qdir.exists() or list(qdir.iterdir()) == []
