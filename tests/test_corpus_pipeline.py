@@ -77,10 +77,19 @@ def _check(manifest: dict) -> None:
 def test_corpus_pipeline_end_to_end_local(tmp_path, ray_local):
     fin, gen, _ = _corpus_lines()
     (tmp_path / "fin.jsonl").write_text("\n".join(fin) + "\n")
-    (tmp_path / "gen.jsonl").write_text("\n".join(gen) + "\n")
+    (tmp_path / "gen" / ".cache").mkdir(parents=True)  # gen: a folder with files that are not read
+    (tmp_path / "gen" / "part-0.jsonl").write_text("\n".join(gen) + "\n")
+    (tmp_path / "gen" / "_SUCCESS").write_text("")
+    (tmp_path / "gen" / ".cache" / "old.jsonl").write_text(gen[0] + "\n")
     out = tmp_path / "out"
-    manifest = run_corpus(_config(str(tmp_path / "fin.jsonl"), str(tmp_path / "gen.jsonl"), str(out)))
+    manifest = run_corpus(_config(str(tmp_path / "fin.jsonl"), str(tmp_path / "gen"), str(out)))
     _check(manifest)
+    skipped = manifest["inputs_skipped"]
+    assert [(s["source"], s["file"]) for s in skipped] == [("gen", ".cache/old.jsonl"), ("gen", "_SUCCESS")]
+    assert all("read_hidden" in s["reason"] for s in skipped)
+    assert manifest["quarantine"]["corrupt_files"] == []
+    report = (out / "report.md").read_text()
+    assert "Input files skipped: 2" in report and ".cache/old.jsonl" in report and "_SUCCESS" in report
     table = read_shards(str(out))
     assert table.num_rows == manifest["packing"]["sequences"]
     assert sum(table.column("n_tokens").to_pylist()) == manifest["packing"]["tokens"]

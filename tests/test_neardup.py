@@ -140,24 +140,20 @@ def test_char_shingles_and_ratio_scorer_find_the_near_dup(cfg):
 
 def test_verification_rejects_lsh_false_candidates(monkeypatch):
     """Force every doc into the same buckets: candidates galore, only the real near-dup is verified."""
-    real = neardup.band_keys_for
-
-    def same_buckets(texts, cfg, hasher=None):
-        keys, nsh = real(texts, cfg, hasher)
-        return np.zeros_like(keys), nsh
-
-    monkeypatch.setattr(neardup, "band_keys_for", same_buckets)
+    _same_buckets(monkeypatch)
     near = _replace_word(BASE, 33, "sharp")
     cfg = MinHashConfig(collect_clusters=True)
     _, stats = near_dedup_local(_rows(a_other=OTHER_1, base=BASE, near=near, other2=OTHER_2), cfg)
-    assert stats["candidates"] == 3  # star around the smallest id "a_other"
-    assert stats["verified_pairs"] == 0  # a_other is like none of them
-    # with "base" as the smallest id the near-dup pair is a candidate and passes verification
-    _, stats = near_dedup_local(_rows(base=BASE, near=near, other1=OTHER_1, other2=OTHER_2), cfg)
-    assert stats["candidates"] == 3
-    assert stats["cluster_members"] == [["base", "near"]]
-    low = [s for a, b, s in stats["scored_pairs"] if b != "near"]
-    assert low and max(low) < cfg.verify_threshold
+    assert stats["candidates"] == 6  # a bucket of 4 (<= exhaustive_bucket_max): every pair
+    assert stats["verified_pairs"] == 1 and stats["cluster_members"] == [["base", "near"]]
+    low = [s for a, b, s in stats["scored_pairs"] if (a, b) != ("base", "near")]
+    assert len(low) == 5 and max(low) < cfg.verify_threshold
+    # stars only: the near-dup pair is compared only when "base" is the smallest id
+    star = MinHashConfig(collect_clusters=True, exhaustive_bucket_max=2)
+    _, stats = near_dedup_local(_rows(a_other=OTHER_1, base=BASE, near=near, other2=OTHER_2), star)
+    assert stats["candidates"] == 3 and stats["verified_pairs"] == 0  # star around "a_other"
+    _, stats = near_dedup_local(_rows(base=BASE, near=near, other1=OTHER_1, other2=OTHER_2), star)
+    assert stats["candidates"] == 3 and stats["cluster_members"] == [["base", "near"]]
 
 
 def test_transitive_chain_is_one_cluster_with_deterministic_survivor():
@@ -175,6 +171,88 @@ def test_transitive_chain_is_one_cluster_with_deterministic_survivor():
     # equal lengths: the smallest id survives, whatever the input order
     kept, _ = near_dedup_local(_rows(y=BASE, x=BASE, w=BASE), cfg)
     assert [r["id"] for r in kept] == ["w"]
+
+
+def _same_buckets(monkeypatch):
+    """Every document lands in the same bucket of every band: each pair is a candidate if its bucket
+    is verified exhaustively (rapidfuzz decides), only pairs with the smallest id under a star."""
+    real = neardup.band_keys_for
+
+    def same(texts, cfg, hasher=None):
+        keys, nsh = real(texts, cfg, hasher)
+        return np.zeros_like(keys), nsh
+
+    monkeypatch.setattr(neardup, "band_keys_for", same)
+
+
+def _words(n: int, tag: str) -> list[str]:
+    """n distinct words (so n - 4 distinct 5-gram shingles)."""
+    return [f"{tag}{i}w" for i in range(n)]
+
+
+def _substituted(words: list[str], positions: list[int], tag: str) -> str:
+    """Each substitution at a position >= 5 words from any other and from the ends replaces 5 shingles."""
+    out = list(words)
+    for j, pos in enumerate(positions):
+        out[pos] = f"{tag}{j}x"
+    return " ".join(out)
+
+
+def test_node_in_two_candidate_groups_joins_both(monkeypatch):
+    """c ~ a and c ~ b, a !~ b: one cluster {a, b, c}. The verified pairs are (a, c) and (b, c), so a
+    union that sets parent[member] = rep without finding roots would cut c from a."""
+    words = _words(204, "t")  # 200 shingles
+    c = " ".join(words)
+    a = _substituted(words, [20, 50, 80], "a")              # J(a, c) = 185/215
+    b = _substituted(words, [110, 140, 170], "b")           # J(b, c) = 185/215, J(a, b) = 170/230
+    assert _jaccard(a, c) >= 0.8 and _jaccard(b, c) >= 0.8 and _jaccard(a, b) < 0.8
+    _same_buckets(monkeypatch)
+    cfg = MinHashConfig(collect_clusters=True)
+    kept, stats = near_dedup_local(_rows(a=a, b=b, c=c, z=OTHER_2), cfg)
+    verified = {(x, y) for x, y, sc in stats["scored_pairs"] if sc >= cfg.verify_threshold}
+    assert verified == {("a", "c"), ("b", "c")}  # c is in two candidate groups, one with each rep
+    assert stats["cluster_members"] == [["a", "b", "c"]]
+    assert sorted(r["id"] for r in kept) == ["c", "z"]  # c is the longest (no substituted word is longer)
+    # the clustering alone, from pairs in either order
+    scored = pa.table({"a": ["b", "a"], "b": ["c", "c"], "score": [95.0, 95.0], "a_len": [1, 1], "b_len": [2, 2],
+                       "a_source": ["s", "s"], "b_source": ["s", "s"], "a_head": ["", ""], "b_head": ["", ""]})
+    removed, st = neardup.clusters_from(scored, MinHashConfig(collect_clusters=True))
+    assert st["cluster_members"] == [["a", "b", "c"]] and removed == ["a", "b"]
+
+
+def test_pairs_just_below_the_threshold_are_not_merged_just_above_are(monkeypatch):
+    """J = 355/445 = 0.798 (Dice 88.76 < 88.89 at threshold 0.8) stays apart; J = 360/440 = 0.818 merges."""
+    words = _words(404, "u")  # 400 shingles
+    base = " ".join(words)
+    spots = [20 + 40 * i for i in range(9)]
+    below = _substituted(words, spots, "d")        # 9 substitutions: 45 shingles gone, 45 new
+    above = _substituted(words, spots[:8], "e")    # 8 substitutions
+    other = " ".join(_words(404, "v"))
+    assert 0.79 < _jaccard(base, below) < 0.8 < _jaccard(base, above) < 0.82
+    _same_buckets(monkeypatch)
+    cfg = MinHashConfig(collect_clusters=True)
+    _, stats = near_dedup_local(_rows(base=base, below=below, other=other), cfg)
+    scores = {(x, y): sc for x, y, sc in stats["scored_pairs"]}
+    assert 88.0 < scores[("base", "below")] < cfg.verify_threshold  # scored, just under the cut
+    assert stats["clusters"] == 0 and stats["removed"] == 0
+    _, stats = near_dedup_local(_rows(base=base, above=above, other=other), cfg)
+    assert stats["cluster_members"] == [["above", "base"]]
+
+
+def test_members_similar_to_each_other_but_not_to_the_smallest_id_are_paired(monkeypatch):
+    """The star shortcut lost these: b ~ c, neither ~ a, a the smallest id of their shared bucket.
+    Buckets up to `exhaustive_bucket_max` documents are verified pair by pair."""
+    near = _replace_word(BASE, 33, "sharp")
+    _same_buckets(monkeypatch)
+    cfg = MinHashConfig(collect_clusters=True)
+    kept, stats = near_dedup_local(_rows(a=OTHER_1, b=BASE, c=near, d=OTHER_2), cfg)
+    assert stats["candidates"] == 6  # 4 docs in one bucket: every pair
+    assert stats["cluster_members"] == [["b", "c"]]
+    assert sorted(r["id"] for r in kept) == ["a", "b", "d"]
+    # above the cap the bucket is a star again (linear): the documented limit
+    _, stats = near_dedup_local(_rows(a=OTHER_1, b=BASE, c=near, d=OTHER_2),
+                                MinHashConfig(collect_clusters=True, exhaustive_bucket_max=3))
+    assert stats["candidates"] == 3 and stats["clusters"] == 0
 
 
 def test_large_bucket_is_linear_not_quadratic():

@@ -63,6 +63,11 @@ class MinHashConfig(BaseModel):
         5000, ge=100, description="Normalised texts are cut to this many characters before verification.")
     batch_size: int = Field(2048, ge=1, description="Documents per vectorised step (map tasks split larger blocks).")
     num_shards: int = Field(4, ge=1, description="Hash partitions (reduce tasks) of the two map/reduce rounds.")
+    exhaustive_bucket_max: int = Field(
+        16, ge=2,
+        description="LSH buckets of up to this many documents are verified pair by pair (k(k-1)/2 pairs); "
+                    "larger buckets (boilerplate) are stars: each member against the bucket's smallest id "
+                    "only, linear but blind to members alike to each other and not to that id. 2 = stars only.")
     max_examples: int = Field(5, ge=0, description="Example clusters kept in the stats.")
     collect_clusters: bool = Field(
         False, description="Also return every cluster's members and every scored candidate pair in the stats "

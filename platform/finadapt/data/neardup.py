@@ -5,13 +5,18 @@ reaches the driver, only pairs) and `near_dedup_local` in one process (throughpu
 oracle). Both call the batch functions below, so they give identical clusters on the same input.
 
 1. keys: one row (shard, band_key, id) per document and band                 map task per block
-2. candidates: in each bucket (equal band key) with >= 2 docs, every member is paired with the
-   bucket's smallest id. A star has the connected components of the full clique at linear size,
+2. candidates: a bucket (equal band key) of 2..`exhaustive_bucket_max` docs gives every pair of its
+   members (k(k-1)/2); a larger one is a star: every member paired with the bucket's smallest id,
    so a huge bucket (boilerplate) costs O(k), not O(k^2)                       reduce task per shard
-   -> distinct (rep, member) pairs, collected on the driver (at most docs x bands rows, in practice few)
+   -> distinct (rep, member) pairs with rep < member, collected on the driver (few in practice)
+   Why not stars everywhere: a star verifies member-member pairs only through the rep, so two
+   members similar to each other but not to the smallest id were never compared (measured: 1-2 of
+   150-200 simulated triples). The limit remains above the cap, where a bucket is a star: a pair of
+   members neither of which is like the rep is found only if they share another, smaller bucket
+   (benchmarks/dedup.py reports the recall with stars only, with the cap and exhaustively).
 3. verification: every doc of a candidate pair emits its payload (shingle set or cut normalised
-   text) once per star it belongs to, keyed by the star's rep; each star is scored where it lands
-   with rapidfuzz                                                             map task per block + reduce per shard
+   text) once per rep it is paired with ("star" = the pairs of one rep), keyed by that rep; each
+   star is scored where it lands with rapidfuzz                               map task per block + reduce per shard
 4. clusters: union-find on the driver over VERIFIED pairs only. Survivor of a cluster = the longest
    original text (characters), ties -> smallest id (keeps the most complete copy, deterministic);
    all other members are removed.
@@ -46,18 +51,35 @@ def key_rows(batch: pa.Table, cfg: MinHashConfig) -> pa.Table:
     return pa.table({"shard": shard, "band_key": keys, "id": ids})
 
 
-def star_pairs(keys: pa.Table) -> pa.Table:
-    """Distinct (rep, member) pairs: each bucket member paired with the bucket's smallest id."""
+def star_pairs(keys: pa.Table, exhaustive_max: int = 2) -> pa.Table:
+    """Distinct (rep, member) candidate pairs, rep < member: all pairs of a bucket of at most
+    `exhaustive_max` docs, else each member paired with the bucket's smallest id (a star)."""
     t = keys.select(["band_key", "id"]).sort_by([("band_key", "ascending"), ("id", "ascending")])
     k = t.column("band_key").to_numpy()
     if len(k) == 0:
         return _distinct_pairs(pa.table({"rep": pa.array([], pa.string()), "member": pa.array([], pa.string())}))
+    ids = t.column("id").combine_chunks()
+    same_id = pc.equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False) if len(k) > 1 else np.zeros(0, bool)
+    if same_id.any():  # a doc twice in one bucket (two of its bands collide): count it once
+        keep = np.r_[True, (k[1:] != k[:-1]) | ~same_id]
+        k, ids = k[keep], ids.filter(pa.array(keep))
     first = np.r_[True, k[1:] != k[:-1]]
-    rep_row = np.flatnonzero(first)[np.cumsum(first) - 1]
-    members = np.flatnonzero(~first)
-    ids = t.column("id")
-    return _distinct_pairs(pa.table({"rep": pc.take(ids, pa.array(rep_row[members])),
-                                     "member": pc.take(ids, pa.array(members))}))
+    starts = np.flatnonzero(first)
+    sizes = np.diff(np.r_[starts, len(k)])
+    group = np.cumsum(first) - 1
+    start_row, size = starts[group], sizes[group]
+    star = (~first) & (size > exhaustive_max)
+    left, right = [start_row[star]], [np.flatnonzero(star)]
+    pos = np.arange(len(k)) - start_row  # position inside the bucket (ids ascending)
+    small = size <= exhaustive_max
+    for d in range(1, max(exhaustive_max, 2)):  # row i with row i+d of the same small bucket
+        rows = np.flatnonzero(small & (pos + d < size))
+        if not len(rows):
+            break
+        left.append(rows)
+        right.append(rows + d)
+    return _distinct_pairs(pa.table({"rep": pc.take(ids, pa.array(np.concatenate(left))),
+                                     "member": pc.take(ids, pa.array(np.concatenate(right)))}))
 
 
 def _distinct_pairs(pairs: pa.Table) -> pa.Table:
@@ -227,8 +249,8 @@ def _map_keys(cfg: MinHashConfig, spans: list[tuple[int, int]], *blocks):
     return parts if cfg.num_shards > 1 else parts[0]
 
 
-def _reduce_stars(*tables: pa.Table) -> pa.Table:
-    return star_pairs(pa.concat_tables(tables))
+def _reduce_stars(exhaustive_max: int, *tables: pa.Table) -> pa.Table:
+    return star_pairs(pa.concat_tables(tables), exhaustive_max)
 
 
 def _map_payloads(cfg: MinHashConfig, roles: pa.Table, spans: list[tuple[int, int]], *blocks):
@@ -301,7 +323,8 @@ def near_dedup(ds: "ray.data.Dataset", cfg: MinHashConfig | None = None) -> tupl
     window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # tasks in flight
     keys = _windowed([lambda spans=spans, refs=refs: map_keys.options(num_returns=shards).remote(cfg_ref, spans, *refs)
                       for spans, refs in inputs], window)
-    stars = [reduce_stars.remote(*[k[s] for k in keys]) for s in range(shards)] if keys else []
+    stars = [reduce_stars.remote(cfg.exhaustive_bucket_max, *[k[s] for k in keys]) for s in range(shards)] \
+        if keys else []
     del keys
     tables = [t for t in ray.get(stars) if t.num_rows]
     pairs = _distinct_pairs(pa.concat_tables(tables)) if tables else None
@@ -357,7 +380,7 @@ def near_dedup_local(records: Iterable[Mapping[str, Any]] | pa.Table,
     table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(list(records))
     batches = [pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=cfg.batch_size)]
     keys = [key_rows(b, cfg) for b in batches]
-    pairs = star_pairs(pa.concat_tables(keys)) if keys else None
+    pairs = star_pairs(pa.concat_tables(keys), cfg.exhaustive_bucket_max) if keys else None
     clock.lap("candidates")
     if pairs is None or pairs.num_rows == 0:
         _, stats = clusters_from(_empty_scored(), cfg)

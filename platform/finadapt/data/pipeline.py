@@ -132,6 +132,7 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     """
     import ray
 
+    storage.probe_writable(cfg.output_dir)  # an unwritable output fails now, not after the whole stage
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
                  ignore_reinit_error=True)
@@ -257,8 +258,9 @@ def _run_corpus(cfg: CorpusConfig, block: int) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "config": cfg.model_dump(mode="json"),
         "inputs": fingerprints,
+        "inputs_skipped": ingested.skipped,  # files found but not read ('_'/'.' names), with the reason
         "quarantine": {"total": ingested.quarantined_total, "by_source": ingested.quarantined,
-                       "files": ingested.quarantine_files},
+                       "files": ingested.quarantine_files, "corrupt_files": ingested.corrupt_files},
         "documents_per_stage": stages,
         "filter_drops": drops,
         "exact_dedup": {"removed": exact_removed, "examples": exact_examples},

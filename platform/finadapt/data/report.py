@@ -18,7 +18,16 @@ def corpus_report_markdown(m: dict[str, Any]) -> str:
     lines += _table(["stage", *sources, "total"],
                     [[name, *[counts.get(s, 0) for s in sources], sum(counts.values())] for name, counts in stages.items()])
     lines += ["", f"Quarantined malformed records: {m['quarantine']['total']} "
-              f"({m['quarantine']['by_source']}); files: {list(m['quarantine']['files'].values())}", "",
+              f"({m['quarantine']['by_source']}); files: {list(m['quarantine']['files'].values())}", ""]
+    for c in m["quarantine"].get("corrupt_files", []):
+        lines.append(f"- corrupt input file quarantined whole ({c['source']}): {c['error']}")
+    skipped = m.get("inputs_skipped", [])
+    lines += [f"Input files skipped: {len(skipped)}" + (" (names starting with '_' or '.'; set read_hidden: true "
+                                                         "on the input to read them)" if skipped else ""), ""]
+    lines += [f"- {s['source']}: `{s['file']}`" for s in skipped[:50]]
+    if len(skipped) > 50:
+        lines.append(f"- ... and {len(skipped) - 50} more (all in manifest.json, inputs_skipped)")
+    lines += ["",
               "## Quality filters (documents dropped, first failing rule)", ""]
     lines += _table(["rule", *sources], [[rule, *[by.get(s, 0) for s in sources]] for rule, by in m["filter_drops"].items()])
     ex = m["exact_dedup"]
