@@ -15,6 +15,26 @@ from dataclasses import dataclass
 import pytest
 
 
+def in_ci() -> bool:
+    """CI=true (or 1/yes), as CI services set it."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_extra(module: str, extra: str):
+    """Import `module` of the declared extra `extra`, or skip the test — except in CI (CI=true), where a
+    missing or broken extra is a broken install and fails the test instead of hiding it as a skip."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as err:  # a broken install raises more than ImportError (missing .so, version clash)
+        message = f"{module} (extra finadapt[{extra}]) does not import: {type(err).__name__}: {err}"
+        if in_ci():
+            pytest.fail(f"{message}; CI=true, so a missing declared extra fails instead of skipping "
+                        f"(pip install 'finadapt[{extra}]')", pytrace=False)
+        pytest.skip(message)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

