@@ -4,20 +4,28 @@
         --config pipelines/configs/sft.yaml model.spec=runs/pretrain/best
 
 Arguments after the config are `key.sub=value` overrides of `finadapt.train.SftConfig`.
-Running again with the same checkpoint.name / storage_path resumes from the latest checkpoint.
+Running again with the same checkpoint.name / storage_path resumes from the latest checkpoint when the
+training config matches (checkpoint.resume=fresh starts over, =force resumes a changed config).
 """
 from __future__ import annotations
 
 import sys
 
-from finadapt.config import entrypoint_config
+from finadapt.config import ConfigError, entrypoint_config
+from finadapt.storage import StorageError
 from finadapt.train import SftConfig
 from finadapt.train.cli_support import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = entrypoint_config(SftConfig, __doc__, "pipelines/configs/sft.yaml", argv)
-    return 2 if cfg is None else run_stage(cfg)
+    if cfg is None:
+        return 2
+    try:
+        return run_stage(cfg)
+    except (ConfigError, StorageError) as err:  # run name holds another config; output not writable
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

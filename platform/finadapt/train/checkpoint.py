@@ -1,7 +1,8 @@
 """Checkpoint directories: a Hugging Face model dir (plain `from_pretrained` loads it) + resume state.
 
     config.json, model.safetensors, tokenizer files   <- the model (LoRA adapters merged in)
-    train_state.pt                                    <- optimizer, scheduler, step, epoch, RNG
+    train_state.pt                                    <- optimizer, scheduler, step, epoch, RNG (tensors and
+                                                         plain values only: loaded with weights_only=True)
     finadapt_checkpoint.json                          <- step, metrics, config (readable provenance)
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -18,6 +20,10 @@ import torch
 STATE_FILE = "train_state.pt"
 META_FILE = "finadapt_checkpoint.json"
 HF_FILES_SKIP = {STATE_FILE}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from; the message names the file."""
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -54,7 +60,7 @@ def save_checkpoint(directory: str | os.PathLike, model, tokenizer, optimizer=No
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "state": state or {},
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": rng_state(),
         }, directory / STATE_FILE)
     (directory / META_FILE).write_text(json.dumps({**(meta or {}), "state": state or {}}, indent=2, default=str))
     return directory
@@ -66,17 +72,38 @@ def load_train_state(directory: str | os.PathLike, optimizer=None, scheduler=Non
     if not path.exists():
         raise FileNotFoundError(f"{directory} has no {STATE_FILE}: it cannot resume a run "
                                 "(checkpoint.save_optimizer was off?)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain containers only: never run pickled code from (shared) checkpoint storage
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: it holds more than tensors and plain values "
+                              f"(torch.load weights_only=True): {str(err).splitlines()[0]}") from None
     if optimizer is not None:
         optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None and blob.get("scheduler") is not None:
         scheduler.load_state_dict(blob["scheduler"])
-    rng = blob.get("rng") or {}
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+    set_rng_state(blob.get("rng") or {})
     return blob.get("state", {})
+
+
+def rng_state() -> dict:
+    """torch, python and numpy RNG states as tensors and plain values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+
+
+def set_rng_state(rng: dict) -> None:
+    if "torch" not in rng:
+        return
+    torch.set_rng_state(rng["torch"])
+    py = rng["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    nps = rng["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+                         nps["cached_gaussian"]))
 
 
 def copy_model_files(src: str | os.PathLike, dest: str) -> list[str]:

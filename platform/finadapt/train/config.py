@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
-from finadapt.config import ConfigError, ModelConfig, StrictModel
+from finadapt.config import ConfigError, ModelConfig, StrictModel, TaskNames
 
 
 class OptimConfig(StrictModel):
@@ -65,7 +65,12 @@ class ScalingSection(StrictModel):
 
 class CheckpointSection(StrictModel):
     storage_path: str = Field("runs/train", description="Ray Train storage: local dir or s3://bucket/prefix")
-    name: str = Field("run", description="run name; running again with the same name resumes it")
+    name: str | None = Field(None, description="run name; running again with the same name resumes it. "
+                             "None: <stage>-<hash of the training config>, so different configs never share a run")
+    resume: Literal["auto", "fresh", "force"] = Field(
+        "auto", description="a run of this name exists: auto = resume only if its training config matches "
+        "(else fail naming the differing keys); fresh = discard its checkpoints and start at step 0; "
+        "force = resume it although the config differs")
     every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (None: at evaluation)")
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept by the stage's score")
     save_optimizer: bool = Field(True, description="optimizer/scheduler state, needed to resume")
@@ -123,7 +128,7 @@ class PretrainConfig(TrainConfig):
 
 
 class SftData(StrictModel):
-    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="training splits used")
+    tasks: TaskNames = Field(["fpb", "fiqasa", "headlines", "ner"], description="training splits used")
     extra_jsonl: list[str] = Field([], description="more FLARE-format JSONL added as is, local or s3://")
     synthetic_jsonl: list[str] = Field([], description="synthetic FLARE JSONL (finadapt synth) mixed in at "
                                        "synthetic_ratio")
@@ -139,9 +144,9 @@ class SftData(StrictModel):
 
 
 class SftValidation(StrictModel):
-    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"])
+    tasks: TaskNames = Field(["fpb", "fiqasa", "headlines", "ner"])
     limit: int = Field(100, ge=1, description="validation rows per task (Headlines: headlines x 9), seeded")
-    task_limits: dict[str, int] = Field({"headlines": 20, "ner": 30})
+    task_limits: dict[str, PositiveInt] = Field({"headlines": 20, "ner": 30})
     wrapper: Literal["raw", "chat", "finma"] | None = Field(None, description="None: matches data.template")
 
 

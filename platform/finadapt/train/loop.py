@@ -110,8 +110,9 @@ def _fingerprint(batch: dict) -> int:
 
 # --------------------------------------------------------------------------- the loop
 class Trainer:
-    def __init__(self, cfg: TrainConfig, session, plan: dict):
+    def __init__(self, cfg: TrainConfig, session, plan: dict, run: dict | None = None):
         self.cfg, self.session, self.plan = cfg, session, plan
+        self.run = run or {}  # identity.RunInfo.as_worker_dict(): stamped on every checkpoint
         threads = cfg.scaling.threads_per_worker or max(1, int(cfg.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed + session.rank)
@@ -182,7 +183,9 @@ class Trainer:
         save_checkpoint(directory, self.model, self.tokenizer,
                         self.optimizer if self.cfg.checkpoint.save_optimizer else None, self.scheduler,
                         state=state, meta={"stage": self.cfg.stage, "metrics": metrics,
-                                           "base_model": self.cfg.model.spec})
+                                           "base_model": self.cfg.model.spec,
+                                           "config_hash": self.run.get("config_hash"),
+                                           "training_config": self.run.get("training_config")})
         return directory
 
     def _write_history(self) -> None:
@@ -297,4 +300,5 @@ def train_loop_per_worker(config: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_ray_report_log()
     cfg = config_from_dict(config["cfg"])
-    Trainer(cfg, RaySession(), config["plan"]).fit()
+    run = config.get("run") or {}
+    Trainer(cfg, RaySession(resume_from=run.get("resume_from")), config["plan"], run=run).fit()

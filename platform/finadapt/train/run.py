@@ -1,7 +1,8 @@
 """Driver side of a training stage: data -> Ray Train `TorchTrainer` -> best checkpoint exported.
 
 Running again with the same `checkpoint.name` and `checkpoint.storage_path` resumes the run from its
-latest checkpoint (Ray Train V2); `failure.max_failures` restarts a dead worker group the same way.
+latest checkpoint (Ray Train V2, or the same rule without Ray) when the training config matches the
+run's record (`train.identity`); `failure.max_failures` restarts a dead worker group the same way.
 """
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import time
 from pathlib import Path
 
 from finadapt import storage
+from finadapt.config import ConfigError
+from finadapt.train import identity
 from finadapt.train.checkpoint import copy_model_files
 from finadapt.train.config import PretrainConfig, SftConfig, TrainConfig
 from finadapt.train.data import plan_steps, pretrain_tables, sft_table
+from finadapt.train.identity import RunInfo
 from finadapt.train.loop import SCORE, Trainer, train_loop_per_worker
 from finadapt.train.report import write_training_report
 
@@ -36,7 +40,7 @@ def _storage_args(path: str) -> dict:
     return {"storage_path": str(Path(path).expanduser().resolve())}
 
 
-def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict):
+def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo):
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -51,7 +55,7 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict):
     key, mode = SCORE[cfg.stage]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan, "run": run.as_worker_dict()},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=RunConfig(
@@ -73,14 +77,14 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict):
     return checkpoint, metrics, result
 
 
-def fit_locally(cfg: TrainConfig, tables: dict, plan: dict):
-    """No Ray at all (GPU box without Ray, debugging): same loop, one process."""
+def fit_locally(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo):
+    """No Ray at all (GPU box without Ray, debugging): same loop, one process, same resume and
+    checkpoint-keeping rules as Ray Train."""
     from finadapt.train.session import LocalSession
 
-    root = Path(cfg.checkpoint.storage_path).expanduser() / cfg.checkpoint.name
-    session = LocalSession(tables, root)
-    Trainer(cfg, session, plan).fit()
     key, mode = SCORE[cfg.stage]
+    session = LocalSession(tables, run.directory, score=(key, mode), num_to_keep=cfg.checkpoint.num_to_keep)
+    Trainer(cfg, session, plan, run=run.as_worker_dict()).fit()
     scored = [(d, m) for d, m in session.checkpoints if key in m]
     directory, metrics = (min if mode == "min" else max)(scored, key=lambda dm: dm[1][key])
     return directory, metrics, session
@@ -99,25 +103,44 @@ def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update=update)
 
 
+def prepare(cfg: TrainConfig, use_ray: bool = True) -> tuple[TrainConfig, RunInfo]:
+    """Everything checkable before data or a model is loaded: output locations are writable, the run
+    name is set (default `<stage>-<config hash>`), and an existing run of that name may be resumed."""
+    cfg = with_absolute_paths(cfg)
+    if not use_ray and storage.is_s3(cfg.checkpoint.storage_path):
+        raise ConfigError(f"checkpoint.storage_path {cfg.checkpoint.storage_path}: --no-ray keeps checkpoints "
+                          "on a local path; use a local storage_path or run with Ray")
+    storage.probe_writable(cfg.output_dir)
+    storage.probe_writable(cfg.checkpoint.storage_path)
+    key = identity.training_key(cfg)
+    if cfg.checkpoint.name is None:
+        name = identity.default_name(cfg.stage, identity.config_hash(key))
+        cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"name": name})})
+    return cfg, identity.prepare_run(cfg, key)
+
+
 def run_training(cfg: TrainConfig, use_ray: bool = True) -> dict:
     """Train one stage; returns the summary written to `<output_dir>/summary.json`."""
     t0 = time.perf_counter()
-    cfg = with_absolute_paths(cfg)
+    cfg, run = prepare(cfg, use_ray)
     tables, data_info = build_tables(cfg)
     workers = max(cfg.scaling.num_workers, 1)
     plan = plan_steps(cfg, tables["train"].num_rows, workers)
-    log.info("%s data: %s; plan: %s", cfg.stage, {k: v for k, v in data_info.items() if "files" not in k}, plan)
+    identity.check_plan(cfg, run, plan)
+    identity.write_record(run, cfg.stage, plan)
+    log.info("%s data: %s; plan: %s; run %s", cfg.stage, {k: v for k, v in data_info.items() if "files" not in k},
+             plan, run.directory)
     if use_ray:
-        checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan)
+        checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan, run)
         with checkpoint.as_directory() as directory:
             exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))
         best_path = checkpoint.path
     else:
-        directory, metrics, _ = fit_locally(cfg, tables, plan)
+        directory, metrics, _ = fit_locally(cfg, tables, plan, run)
         exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))
         best_path = str(directory)
     summary = {
-        "stage": cfg.stage, "model": cfg.model.spec, "plan": plan, "data": data_info,
+        "stage": cfg.stage, "model": cfg.model.spec, "plan": plan, "data": data_info, "run": run.as_dict(),
         "best_checkpoint": best_path, "best_model_dir": storage.join(cfg.output_dir, "best"),
         "best_metrics": metrics, "exported_files": len(exported), "wall_seconds": time.perf_counter() - t0,
         "config": cfg.model_dump(mode="json"),
