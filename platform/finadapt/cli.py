@@ -113,19 +113,30 @@ def _train_command(stage: str, cls_name: str, help_text: str):
         output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
         overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
         no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
+        fresh: bool = typer.Option(False, "--fresh", help="discard the checkpoints of an existing run of this "
+                                   "name and start at step 0 (checkpoint.resume=fresh)"),
         verbose: bool = typer.Option(True, "--verbose/--quiet"),
     ) -> None:
         _setup_logging(verbose)
         from finadapt import train
+        from finadapt.storage import StorageError
         from finadapt.train.cli_support import run_stage
 
         sets = list(overrides) + ([f"output_dir={output}"] if output else [])
+        sets += ["checkpoint.resume=fresh"] if fresh else []
         try:
             cfg = load_config(getattr(train, cls_name), config, sets)
         except ConfigError as err:
             typer.echo(f"config error: {err}", err=True)
             raise typer.Exit(2) from None
-        run_stage(cfg, use_ray=not no_ray)
+        try:
+            run_stage(cfg, use_ray=not no_ray)
+        except ConfigError as err:  # e.g. the run name holds a run with another config
+            typer.echo(f"config error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except StorageError as err:  # an output location that cannot be written, found before any work
+            typer.echo(f"storage error: {err}", err=True)
+            raise typer.Exit(2) from None
 
     command.__doc__ = help_text
     return command
