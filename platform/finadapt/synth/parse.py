@@ -121,11 +121,14 @@ def _check_length(text: str, bounds: LengthBounds) -> None:
 
 
 def _label(obj: dict, choices: tuple[str, ...], target: str) -> str:
+    """The task label the teacher wrote: one of `choices` exactly, after trimming surrounding
+    whitespace and case-folding ("  Positive " -> positive). Anything else is not in the set, even
+    text that contains a label ("not positive", "neutral/positive", "Yes.") or is part of one ("pos")."""
     raw = obj.get("label")
     if not isinstance(raw, str):
         raise ParseReject(MISSING_FIELD, "'label' missing or not a string")
-    by_lower = {c.lower(): c for c in choices}
-    label = by_lower.get(raw.strip().lower())
+    by_folded = {c.casefold(): c for c in choices}
+    label = by_folded.get(raw.strip().casefold())
     if label is None:
         raise ParseReject(LABEL_NOT_IN_SET, f"label {raw!r} not in {list(choices)}")
     if label != target:

@@ -16,6 +16,7 @@ from finadapt import storage
 from finadapt.synth.config import SynthConfig
 from finadapt.synth.parse import LengthBounds, ParseReject, parse_generation
 from finadapt.synth.prompts import Request, TaskExamples, build_requests, render_prompts
+from finadapt.synth.redact import redact, redact_text
 from finadapt.synth.validate import VERIFIER_DISAGREES, Reference, check_samples
 from finadapt.tasks import TASK_NAMES, Sample, get_task, load_samples
 
@@ -79,9 +80,10 @@ def generate_outputs(cfg: SynthConfig, requests: list[Request]) -> list[dict]:
 
 
 def provenance(cfg: SynthConfig, request: Request, output: dict, teacher_revision: str) -> dict:
+    """Where a sample came from; engine settings redacted (keys in base_url, engine_kwargs, env_vars)."""
     return dict(
-        source="synthetic", teacher=cfg.teacher.spec, teacher_revision=teacher_revision,
-        engine=cfg.engine.kind, engine_config=cfg.engine.model_dump(mode="json"),
+        source="synthetic", teacher=redact_text(cfg.teacher.spec), teacher_revision=teacher_revision,
+        engine=cfg.engine.kind, engine_config=redact(cfg.engine.model_dump(mode="json")),
         sampling=cfg.sampling.model_dump(mode="json"), prompt_hash=request.prompt_hash,
         request_id=request.request_id, request_seed=request.seed, run_seed=cfg.seed,
         seed_example_ids=list(request.seed_ids), target=request.target, group=request.group,
@@ -148,6 +150,7 @@ def verify_labels(cfg: SynthConfig, samples: list[Sample]) -> dict[str, int]:
 def run_synthesis(cfg: SynthConfig) -> SynthRun:
     from finadapt.models import model_provenance
 
+    storage.probe_writable(cfg.output_dir)  # an unwritable output fails now, not after the teacher ran
     start = time.perf_counter()
     run = SynthRun()
     run.real = {t: load_samples(t, "train") for t in cfg.tasks}
