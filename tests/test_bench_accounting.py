@@ -126,11 +126,11 @@ def test_eval_reference_feeds_every_real_token_once_and_runs_the_head_at_answers
     from finadapt.models import build_tiny_random
 
     model, _ = build_tiny_random(layers=1, hidden=32)
-    prompts = [list(range(3, 3 + n)) for n in (5, 9, 4, 12, 7, 3)]  # 40 tokens
+    prompts = [list(range(3, 3 + n)) for n in (5, 9, 4, 12, 7, 6)]  # 43 tokens: 5 rows of 8 + 3
     chunks = eval_speed.packed_chunks(prompts, row_len=8, token_budget=16)
     fed = torch.cat([c.ids.reshape(-1) for c in chunks])
     assert fed.tolist() == [t for p in prompts for t in p]  # no padding, no filler, order kept
-    assert [c.ids.shape for c in chunks] == [(2, 8), (2, 8), (1, 8)]
+    assert [tuple(c.ids.shape) for c in chunks] == [(2, 8), (2, 8), (1, 8), (1, 3)]
     last_tokens = [int(c.ids[r, k]) for c in chunks for r, k in zip(c.answer_rows, c.answer_cols)]
     assert last_tokens == [p[-1] for p in prompts]
 
