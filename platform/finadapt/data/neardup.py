@@ -54,7 +54,7 @@ def key_rows(batch: pa.Table, cfg: MinHashConfig) -> pa.Table:
 def star_pairs(keys: pa.Table, exhaustive_max: int = 2) -> pa.Table:
     """Distinct (rep, member) candidate pairs, rep < member: all pairs of a bucket of at most
     `exhaustive_max` docs, else each member paired with the bucket's smallest id (a star)."""
-    t = keys.select(["band_key", "id"]).sort_by([("band_key", "ascending"), ("id", "ascending")])
+    t = _shared_buckets(keys.select(["band_key", "id"])).sort_by([("band_key", "ascending"), ("id", "ascending")])
     k = t.column("band_key").to_numpy()
     if len(k) == 0:
         return _distinct_pairs(pa.table({"rep": pa.array([], pa.string()), "member": pa.array([], pa.string())}))
@@ -80,6 +80,19 @@ def star_pairs(keys: pa.Table, exhaustive_max: int = 2) -> pa.Table:
         right.append(rows + d)
     return _distinct_pairs(pa.table({"rep": pc.take(ids, pa.array(np.concatenate(left))),
                                      "member": pc.take(ids, pa.array(np.concatenate(right)))}))
+
+
+def _shared_buckets(keys: pa.Table) -> pa.Table:
+    """The rows whose band key occurs more than once. Almost every bucket is a single document, so
+    an int64 sort in numpy first leaves the (key, id) sort with strings only a few rows."""
+    k = keys.column("band_key").to_numpy()
+    if len(k) < 2:
+        return keys.slice(0, 0)
+    order = np.argsort(k)
+    ks = k[order]
+    same = ks[1:] == ks[:-1]
+    shared = np.r_[same, False] | np.r_[False, same]
+    return keys.take(pa.array(order[shared]))
 
 
 def _distinct_pairs(pairs: pa.Table) -> pa.Table:
