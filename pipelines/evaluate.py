@@ -16,13 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = entrypoint_config(EvalConfig, __doc__, "pipelines/configs/evaluate.yaml", argv)
     if cfg is None:
         return 2
+    from finadapt.errors import FinadaptError, report
     from finadapt.evaluate.api import evaluate
     from finadapt.evaluate.report import markdown_table
 
-    _, results = evaluate(cfg)
+    try:
+        _, results = evaluate(cfg)
+    except FinadaptError as err:  # one line naming the place; the traceback is in the log file
+        return report(err)
     print(markdown_table(results))
     print(f"results written to {cfg.output_dir}")
-    return 0
+    for failed in results["failed_tasks"]:
+        print(f"failed task {failed['task']}: {' '.join(failed['error'].split())}", file=sys.stderr)
+    return 2 if results["failed_tasks"] else 0
 
 
 if __name__ == "__main__":

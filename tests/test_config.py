@@ -92,7 +92,7 @@ def test_task_limits_override_is_a_mapping(cfg_file):
     cfg = load_config(EvalConfig, cfg_file, ["task_limits={headlines: 2, fpb: 10}"])
     assert cfg.task_limits == {"headlines": 2, "fpb": 10}
     assert cfg.limit == 5  # the global limit still applies to the other tasks
-    assert load_config(EvalConfig, cfg_file, ["task_limits.ner=4"]).task_limits == {"ner": 4}
+    assert load_config(EvalConfig, cfg_file, ["task_limits.fpb=4"]).task_limits == {"fpb": 4}
 
 
 @pytest.mark.parametrize("value", [-1, 0])

@@ -61,4 +61,4 @@ def test_synth_command_rejects_a_bad_config(tmp_path):
 
 def test_synth_command_names_a_missing_teacher(tmp_path):
     result = CliRunner().invoke(app, ["synth", "--set", f"teacher.spec={tmp_path}/no-such-model", "-o", str(tmp_path)])
-    assert result.exit_code == 1 and "no-such-model" in result.output and "does not exist" in result.output
+    assert result.exit_code == 2 and "no-such-model" in result.output and "does not exist" in result.output

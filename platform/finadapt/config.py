@@ -5,21 +5,42 @@ read the same file, and an invalid value fails naming the field and the file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
+                      model_validator)
+
+from finadapt.errors import FinadaptError
 
 PIPELINE_CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(FinadaptError, ValueError):
     """A config that cannot be used; the message names the file and the field."""
+
+    label = "config error"
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A string field given a number (`output_dir=2024`, `model.spec=7`) keeps it as text.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit dates: `2024-01-05` is a string (no config field is a date)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def unique_non_empty(values: list[str], what: str) -> list[str]:
@@ -27,6 +48,22 @@ def unique_non_empty(values: list[str], what: str) -> list[str]:
     if not values:
         raise ValueError(f"at least one {what} is needed")
     return list(dict.fromkeys(values))
+
+
+def known_tasks(values: list[str]) -> list[str]:
+    """Task names must be built-in (or registered) tasks: a typo fails at load, not mid-run."""
+    from finadapt.tasks import all_task_names
+
+    known = all_task_names()
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(known)} "
+                         "(a user-defined task goes in task_files)")
+    return list(dict.fromkeys(values))
+
+
+# A list of task names checked when the config is loaded.
+TaskNames = Annotated[list[str], AfterValidator(known_tasks)]
 
 
 class ModelConfig(StrictModel):
@@ -60,7 +97,7 @@ class GenerationConfig(StrictModel):
 
 class EvalConfig(StrictModel):
     model: ModelConfig = ModelConfig()
-    tasks: list[str] = Field(["fpb", "fiqasa", "headlines", "ner"], description="built-in task names")
+    tasks: TaskNames = Field(["fpb", "fiqasa", "headlines", "ner"], description="built-in task names")
     task_files: list[str] = Field([], description="YAML specs of user-defined tasks (local or s3://)")
     split: Literal["test", "valid"] = "test"
     limit: int | None = Field(None, ge=1, description="per task: samples (Headlines: headlines x 9 questions), seeded")
@@ -81,32 +118,70 @@ class EvalConfig(StrictModel):
     def _modes_not_empty(cls, value: list[str]) -> list[str]:
         return unique_non_empty(value, "mode")
 
+    @model_validator(mode="after")
+    def _limits_name_evaluated_tasks(self) -> "EvalConfig":
+        if not self.tasks and not self.task_files:
+            raise ValueError("no task to evaluate: set tasks and/or task_files")
+        if not self.task_files:  # user-defined task names are known only once their specs are read
+            unknown = sorted(set(self.task_limits) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"task_limits names tasks that are not evaluated: {unknown} (tasks: {self.tasks})")
+        return self
+
 
 Cfg = TypeVar("Cfg", bound=BaseModel)
 
 
+def _hashes(value: object) -> int:
+    """How many `#` survive in the parsed value (keys and strings, recursively)."""
+    if isinstance(value, str):
+        return value.count("#")
+    if isinstance(value, dict):
+        return sum(_hashes(k) + _hashes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_hashes(v) for v in value)
+    return 0
+
+
 def parse_override(item: str) -> tuple[list[str], object]:
-    """`a.b=3` -> (["a", "b"], 3); the value is parsed as YAML so lists and numbers keep their type."""
+    """`a.b=3` -> (["a", "b"], 3); the value is parsed as YAML so lists and numbers keep their type.
+
+    A value YAML would cut at a comment (`out/run #2` -> `out/run`) is refused rather than truncated."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {' '.join(str(err).split())}") from None
+    if raw.count("#") > _hashes(value):
+        dropped = raw[re.search(r"(^|\s)#", raw).start():].strip() if re.search(r"(^|\s)#", raw) else "#"
+        raise ConfigError(f"override {item!r}: YAML reads {dropped!r} as a comment and would drop it; "
+                          f"quote the value ({key.strip()}='...') to keep the '#'")
+    return key.strip().split("."), value
+
+
+def _set(data: dict, keys: list[str], value: object, what: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{what}: {key} is not a section")
+    node[keys[-1]] = value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {key} is not a section")
-        node[keys[-1]] = value
+        _set(data, keys, value, f"override {item!r}")
     return data
 
 
-def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None) -> Cfg:
-    """Read YAML (optional), apply overrides, validate. Errors name the field and the file."""
+def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, object] | None = None) -> Cfg:
+    """Read YAML (optional), apply `key=value` overrides, then `values` (dotted key -> typed value, from
+    CLI flags: taken as given, never parsed as YAML; None entries skipped), validate.
+    Errors name the field and the file."""
     source = str(path) if path else "<defaults>"
     data: dict = {}
     if path:
@@ -114,12 +189,20 @@ def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[
         if not file.exists():
             raise ConfigError(f"config file {file} does not exist")
         try:
-            data = yaml.safe_load(file.read_text()) or {}
+            data = yaml_load(file.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{file}: not valid YAML: {err}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
     data = apply_overrides(data, overrides or [])
+    for dotted, value in (values or {}).items():
+        if value is not None:
+            _set(data, dotted.split("."), value, f"option {dotted}")
+    return validate(cls, data, source)
+
+
+def validate(cls: type[Cfg], data: dict, source: str) -> Cfg:
+    """`cls.model_validate(data)`; every problem in one ConfigError naming `source` and the fields."""
     try:
         return cls.model_validate(data)
     except ValidationError as err:
@@ -149,5 +232,7 @@ def entrypoint_config(cls: type[Cfg], doc: str, default_config: str, argv: list[
     try:
         return load_config(cls, args.config, args.overrides)
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        from finadapt.errors import one_line
+
+        print(one_line(err), file=sys.stderr)
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from finadapt.errors import FinadaptError
 from finadapt.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,14 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(FinadaptError, RuntimeError):
     """A model spec that cannot be resolved or loaded; the message names the spec."""
+
+    label = "model error"
+
+
+# What `from_pretrained` accepts as a hub id: `name` or `org/name` (one slash at most).
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)?$")
 
 
 @dataclass
@@ -200,13 +208,25 @@ def resolve_model_path(spec: str) -> str:
     if spec.startswith(EMBEDDED_PREFIX):
         return str(convert_embedded(spec[len(EMBEDDED_PREFIX):]))
     path = Path(spec).expanduser()
-    if path.exists():
+    if path.exists():  # a relative path without ./ (runs/x/best) is a path when it exists
         if not (path / "config.json").exists():
             raise ModelLoadError(f"model directory {path} has no config.json (not a Hugging Face model dir)")
         return str(path.resolve())
     if spec.startswith((".", "/", "~")):
         raise ModelLoadError(f"model directory {spec} does not exist")
+    if not HUB_ID.match(spec):
+        raise ModelLoadError(f"model {spec!r} not found locally (no directory {path.resolve()}) and it is not a "
+                             "hub id either (hub ids look like org/name); check the path or the working directory")
     return spec  # a hub id: real loading code, works wherever the hub is reachable
+
+
+def _not_loaded(spec: str, path: str, err: BaseException) -> ModelLoadError:
+    """One message for a spec that neither exists locally nor loads from the hub."""
+    cause = " ".join(str(err).split())[:300]
+    if path == spec and not Path(spec).expanduser().exists():
+        return ModelLoadError(f"model {spec!r} not found locally (no directory {Path(spec).resolve()}); "
+                              f"loading it as a Hugging Face hub id failed: {cause}")
+    return ModelLoadError(f"cannot load model {spec!r} (resolved to {path}): {cause}")
 
 
 def _revision(path: str) -> str:
@@ -243,8 +263,8 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except OSError as err:
-        raise ModelLoadError(f"cannot load model {spec!r} (resolved to {path}): {err}") from err
+    except (OSError, ValueError) as err:
+        raise _not_loaded(spec, path, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device).eval()
@@ -257,7 +277,11 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 
     if spec == TINY_RANDOM:
         return build_byte_tokenizer()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
+    path = resolve_model_path(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _not_loaded(spec, path, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -12,10 +12,13 @@ import gzip
 import io
 import os
 import tempfile
+import time
 from typing import IO
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+
+from finadapt.errors import FinadaptError
 
 S3_PREFIX = "s3://"
 # Fail fast on a dead endpoint (seconds, attempts) instead of the SDK's long default retries.
@@ -24,8 +27,20 @@ REQUEST_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 2
 
 
-class StorageError(RuntimeError):
+class StorageError(FinadaptError, RuntimeError):
     """An I/O failure; the message always names the URI and the cause."""
+
+    label = "storage error"
+
+
+class ResultsKeptLocallyError(StorageError):
+    """The work finished but its output location failed; the results were saved to a local fallback dir."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, fallback_dir: str):
+        super().__init__(message)
+        self.fallback_dir = fallback_dir
 
 
 def is_s3(uri: str) -> bool:
@@ -248,3 +263,44 @@ def probe_writable(uri: str) -> None:
         fs.delete_file(path)
     except (StorageError, OSError) as exc:
         raise StorageError(f"{uri}: not writable ({_error(uri, exc) if not isinstance(exc, StorageError) else exc})") from exc
+
+
+def fallback_root() -> str:
+    """Where results go when their output location fails: ``$FINADAPT_FALLBACK_DIR``, else ./finadapt-fallback."""
+    return os.path.abspath(os.path.expanduser(os.environ.get("FINADAPT_FALLBACK_DIR") or "finadapt-fallback"))
+
+
+def _keep_locally(files: dict[str, bytes], run: str) -> str:
+    """Write ``files`` under a new ``<root>/<run>-<timestamp>/`` (the temp dir if the root fails); its path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    last: OSError | None = None
+    for root in (fallback_root(), os.path.join(tempfile.gettempdir(), "finadapt-fallback")):
+        try:
+            os.makedirs(root, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix=f"{run}-{stamp}-", dir=root)
+            for name, data in files.items():
+                target = os.path.join(folder, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as fh:
+                    fh.write(data)
+            return folder
+        except OSError as exc:
+            last = exc
+    raise StorageError(f"could not keep the results locally either ({last})")
+
+
+def write_with_fallback(output_dir: str, files: dict[str, bytes], run: str) -> str:
+    """Write ``files`` (relative name -> bytes) under ``output_dir``; returns where they went.
+
+    If any write fails (an S3 endpoint that died mid-run, a full disk), all the files are written to
+    a local fallback directory instead and ResultsKeptLocallyError names both places: finished work
+    is never lost to an output error."""
+    try:
+        for name, data in files.items():
+            write_bytes(join(output_dir, name), data)
+        return output_dir
+    except StorageError as exc:
+        kept = _keep_locally(files, run)
+        raise ResultsKeptLocallyError(
+            f"writing results to {output_dir} failed ({exc}); all {len(files)} result files kept in {kept}",
+            kept) from exc

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import ray.data
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.data.expressions import col
 
 # Sentence punctuation that is not a "symbol"; everything else that is neither alphanumeric nor
@@ -59,6 +59,12 @@ class FilterConfig(BaseModel):
         description="drop docs with a larger share of symbols (not alphanumeric, space or sentence punctuation)")
     # Reuters: 273 docs < 0.5, 44 left after the earlier rules; EDGAR min 0.83, Wikipedia min 0.44.
     min_alpha_ratio: float | None = Field(0.5, ge=0, le=1, description="drop docs with a smaller share of letters")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "FilterConfig":
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} > max_chars {self.max_chars}: every document would be dropped")
+        return self
 
 
 # Character classes, counted fast and exactly: the ASCII part of a text (str.encode drops the rest)

@@ -13,7 +13,7 @@ from finadapt import __version__, storage
 from finadapt.config import dump_config
 from finadapt.evaluate.runner import EvalRun
 from finadapt.evaluate.wrappers import template_description
-from finadapt.tasks import get_task
+from finadapt.tasks import DataFormatError, get_task
 
 PUBLISHED_KEYS = {"fpb": "fpb", "fiqasa": "fiqasa", "headlines": "headlines", "ner": "ner"}
 TASK_LABELS = {"fpb": "FPB (wF1)", "fiqasa": "FiQA-SA (wF1)", "headlines": "Headlines (AvgF1)", "ner": "NER (entity F1)"}
@@ -47,7 +47,8 @@ def data_revision(tasks: list[str]) -> dict:
     return info
 
 
-def build_results(run: EvalRun, model_path: str = "", model_revision: str = "", tokenizer=None) -> dict:
+def build_results(run: EvalRun, model_path: str = "", model_revision: str = "", tokenizer=None,
+                  output_dir: str = "") -> dict:
     cfg = run.config
     tasks = list(dict.fromkeys(r["task"] for r in run.rows))
     first_prompt = {}
@@ -69,6 +70,8 @@ def build_results(run: EvalRun, model_path: str = "", model_revision: str = "", 
         "generation": cfg.generation.model_dump(),
         "ner_last_token_quirk_reproduced": cfg.ner_last_token_quirk,
         "scores": run.scores,
+        "failed_tasks": run.failed,
+        "output_dir": output_dir or cfg.output_dir,
         "seconds": run.seconds,
         "rows": len(run.rows),
         "host": {"python": host_platform.python_version(), "machine": host_platform.machine()},
@@ -109,6 +112,10 @@ def markdown_table(results: dict) -> str:
               "Dataset licenses: " + "; ".join(f"{t}: {lic}" for t, lic in results["data"]["licenses"].items()),
               "", f"Wall time: {results['seconds']['total']:.0f} s "
               f"(model work {results['seconds']['predict']:.0f} s) for {results['rows']} rows."]
+    failed = results.get("failed_tasks") or []
+    if failed:
+        lines += ["", "## Failed tasks (not evaluated)", ""]
+        lines += [f"- `{f['task']}`: {' '.join(str(f['error']).split())}" for f in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -149,18 +156,29 @@ def bar_chart_png(results: dict) -> bytes:
 
 def rerender(output_dir: str) -> None:
     """Re-write results.md and results.png from an existing results.json (e.g. after a report change)."""
-    results = json.loads(storage.read_text(storage.join(output_dir, "results.json")))
-    storage.write_text(storage.join(output_dir, "results.md"), markdown_table(results))
-    storage.write_bytes(storage.join(output_dir, "results.png"), bar_chart_png(results))
+    uri = storage.join(output_dir, "results.json")
+    try:
+        results = json.loads(storage.read_text(uri))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{uri}: line {err.lineno} column {err.colno}: not valid JSON: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{uri}: not UTF-8 text ({err})") from err
+    try:
+        md, png = markdown_table(results), bar_chart_png(results)
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"unexpected content ({err})"
+        raise DataFormatError(f"{uri}: not a finadapt results file: {what} (e.g. 'scores', 'model')") from err
+    storage.write_text(storage.join(output_dir, "results.md"), md)
+    storage.write_bytes(storage.join(output_dir, "results.png"), png)
 
 
 def write_report(run: EvalRun, output_dir: str, model_path: str = "", model_revision: str = "",
                  tokenizer=None) -> dict:
-    """Write results.json / results.md / results.png / predictions.jsonl (local dir or s3://)."""
-    results = build_results(run, model_path, model_revision, tokenizer)
-    storage.write_text(storage.join(output_dir, "results.json"), json.dumps(results, indent=2))
-    storage.write_text(storage.join(output_dir, "results.md"), markdown_table(results))
-    storage.write_bytes(storage.join(output_dir, "results.png"), bar_chart_png(results))
+    """Write results.json / results.md / results.png / predictions.jsonl (local dir or s3://).
+
+    Everything is rendered first; if a write then fails the files are kept in a local fallback
+    directory and ResultsKeptLocallyError says where (see storage.write_with_fallback)."""
+    results = build_results(run, model_path, model_revision, tokenizer, output_dir)
     lines = []
     for row in run.rows:
         out = run.outputs[row["id"]]
@@ -169,5 +187,11 @@ def write_report(run: EvalRun, output_dir: str, model_path: str = "", model_revi
                                  "generation": out["generation"], "prompt_tokens": int(out["prompt_tokens"]),
                                  "generated_tokens": int(out["generated_tokens"]),
                                  "model_seconds": float(out["choice_seconds"] + out["generate_seconds"])}))
-    storage.write_text(storage.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
+    files = {
+        "results.json": json.dumps(results, indent=2).encode(),
+        "results.md": markdown_table(results).encode(),
+        "results.png": bar_chart_png(results),
+        "predictions.jsonl": ("\n".join(lines) + "\n").encode(),
+    }
+    storage.write_with_fallback(output_dir, files, "eval")
     return results

@@ -8,7 +8,8 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from finadapt.config import EvalConfig
+from finadapt.config import ConfigError, EvalConfig
+from finadapt.errors import FinadaptError, InputError
 from finadapt.evaluate.metrics import task_metrics
 from finadapt.evaluate.parsing import parse_ner_compat, parse_ner_robust, parse_generation
 from finadapt.evaluate.predictor import FlarePredictor
@@ -27,6 +28,7 @@ class EvalRun:
     scores: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     model_info: dict = field(default_factory=dict)
+    failed: list[dict] = field(default_factory=list)  # {"task", "error"}: tasks whose spec or data was broken
 
 
 def select_rows(task: str, samples: list, limit: int | None, seed: int) -> list:
@@ -44,22 +46,39 @@ def select_rows(task: str, samples: list, limit: int | None, seed: int) -> list:
     return [s for i, s in enumerate(samples) if i in keep_idx]
 
 
-def load_rows(cfg: EvalConfig) -> list[dict]:
-    names = list(cfg.tasks)
+def load_rows(cfg: EvalConfig, failures: list[dict] | None = None) -> list[dict]:
+    """Rows of every task. With `failures` (a list), a task whose spec or data is broken is recorded
+    there ({"task", "error"}) and the others still load; without it the first such error is raised."""
+    names: list[str] = list(cfg.tasks)
+    problems: list[tuple[str, FinadaptError]] = []
     for spec_path in cfg.task_files:
-        names.append(register_task(spec_path).name)
-    unknown = sorted(set(cfg.task_limits) - set(names))
-    if unknown:
-        raise ValueError(f"task_limits names tasks that are not evaluated: {unknown} (tasks: {names})")
+        try:
+            names.append(register_task(spec_path).name)
+        except FinadaptError as err:
+            problems.append((spec_path, err))
+    unknown = sorted(set(cfg.task_limits) - set(names) - {p for p, _ in problems})
+    if unknown and not problems:
+        raise ConfigError(f"task_limits names tasks that are not evaluated: {unknown} (tasks: {names})")
     rows = []
     for name in dict.fromkeys(names):
-        task = get_task(name)
-        limit = cfg.task_limits.get(name, cfg.limit)
-        samples = select_rows(name, load_samples(name, cfg.split), limit, cfg.seed)
-        if not samples:
-            raise ValueError(f"task {name!r} has no samples in split {cfg.split!r}")
+        try:
+            task = get_task(name)
+            limit = cfg.task_limits.get(name, cfg.limit)
+            samples = select_rows(name, load_samples(name, cfg.split), limit, cfg.seed)
+            if not samples:
+                raise InputError(f"task {name!r} has no samples in split {cfg.split!r}")
+        except FinadaptError as err:
+            problems.append((name, err))
+            continue
         for sample in samples:
             rows.append({**sample.to_row(), "kind": task.kind})
+    if problems and (failures is None or not rows):
+        if len(problems) == 1:
+            raise problems[0][1]
+        raise InputError("no task could be loaded: " + "; ".join(f"{t}: {e}" for t, e in problems))
+    for task, err in problems:
+        log.error("task %s skipped: %s", task, err)
+        failures.append({"task": task, "error": str(err), "type": type(err).__name__})
     return rows
 
 
@@ -175,10 +194,12 @@ def score(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> list[d
     return results
 
 
-def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None) -> EvalRun:
-    """Run and score (no files written; see `report.write_report`)."""
+def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None, keep_going: bool = False) -> EvalRun:
+    """Run and score (no files written; see `report.write_report`). With `keep_going`, tasks whose
+    spec or data is broken are listed in `run.failed` and the others are evaluated."""
     t0 = time.perf_counter()
-    rows = load_rows(cfg)
+    failed: list[dict] = []
+    rows = load_rows(cfg, failed if keep_going else None)
     t_load = time.perf_counter() - t0
     log.info("evaluating %d rows of %s in modes %s", len(rows), sorted({r["task"] for r in rows}), cfg.modes)
     if cfg.ray.enabled and predictor is None:
@@ -190,7 +211,7 @@ def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None) -> 
     missing = [r["id"] for r in rows if r["id"] not in by_id]
     if missing:
         raise RuntimeError(f"{len(missing)} rows came back without a model output, e.g. {missing[:3]}")
-    run = EvalRun(cfg, rows, by_id)
+    run = EvalRun(cfg, rows, by_id, failed=failed)
     run.scores = score(cfg, rows, by_id)
     for entry in run.scores:  # model seconds per task (choice + generation), for the report
         ids = [r["id"] for r in rows if r["task"] == entry["task"]]

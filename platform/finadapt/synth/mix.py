@@ -11,12 +11,13 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from finadapt.errors import FinadaptError
 from finadapt.tasks import Sample
 
 log = logging.getLogger(__name__)
 
 
-class MixError(ValueError):
+class MixError(FinadaptError, ValueError):
     """The requested ratio cannot be met from the synthetic pool."""
 
 

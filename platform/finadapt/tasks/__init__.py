@@ -15,6 +15,8 @@ from pathlib import Path
 from . import fiqasa, fpb, headlines, ner
 from .base import SPLITS, Sample
 from .definition import TaskDefinition
+from finadapt.errors import FinadaptError
+
 from .jsonl import DataFormatError, read_jsonl
 
 TASK_NAMES: tuple[str, ...] = ("fpb", "fiqasa", "headlines", "ner")
@@ -27,6 +29,12 @@ BUILTIN_TASKS: dict[str, TaskDefinition] = {
 _CUSTOM_TASKS: dict[str, TaskDefinition] = {}
 
 
+class UnknownTaskError(FinadaptError, KeyError):
+    """A task name that is neither built in nor registered; the message lists the known ones."""
+
+    label = "unknown task"
+
+
 def get_task(name: str) -> TaskDefinition:
     """The definition of a built-in or registered task."""
     if name in BUILTIN_TASKS:
@@ -34,7 +42,7 @@ def get_task(name: str) -> TaskDefinition:
     if name in _CUSTOM_TASKS:
         return _CUSTOM_TASKS[name]
     known = ", ".join((*TASK_NAMES, *sorted(_CUSTOM_TASKS)))
-    raise KeyError(f"unknown task {name!r}; known tasks: {known} (register a YAML task with register_task)")
+    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known} (register a YAML task with register_task)")
 
 
 def all_task_names() -> tuple[str, ...]:
@@ -55,7 +63,9 @@ def register_task(spec) -> TaskDefinition:
     if not isinstance(spec, CustomTaskSpec):
         spec = load_task_spec(spec)
     if spec.name in BUILTIN_TASKS:
-        raise ValueError(f"custom task name {spec.name!r} clashes with a built-in task")
+        from .custom import TaskSpecError
+
+        raise TaskSpecError(f"custom task name {spec.name!r} clashes with a built-in task")
     definition = task_definition(spec)
     _CUSTOM_TASKS[spec.name] = definition
     return definition
@@ -74,7 +84,7 @@ def materialize_all(data_dir: str | os.PathLike | None = None, force: bool = Fal
 
 
 __all__ = [
-    "SPLITS", "TASK_NAMES", "BUILTIN_TASKS", "DataFormatError", "Sample", "TaskDefinition",
+    "SPLITS", "TASK_NAMES", "BUILTIN_TASKS", "DataFormatError", "Sample", "TaskDefinition", "UnknownTaskError",
     "all_task_names", "get_task", "load_samples", "materialize_all", "read_jsonl", "register_task",
     "unregister_task",
 ]

@@ -29,6 +29,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from finadapt.errors import FinadaptError, InputNotFoundError
+
 from .base import SPLITS, Sample
 from .definition import TaskDefinition
 from .jsonl import DataFormatError, iter_json_lines
@@ -38,8 +40,10 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "valid
                  "val": "valid", "dev": "valid", "test": "test", "testing": "test"}
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(FinadaptError, ValueError):
     """A task spec is invalid; the message names the YAML file and the offending field."""
+
+    label = "task spec error"
 
 
 class CustomTaskSpec(BaseModel):
@@ -118,7 +122,7 @@ def load_task_spec(path: str | os.PathLike) -> CustomTaskSpec:
 
     location = str(path)
     if not storage.exists(location):
-        raise FileNotFoundError(f"task spec not found: {location}")
+        raise InputNotFoundError(f"task spec not found: {location}")
     try:
         raw = yaml.safe_load(storage.read_text(location))
     except yaml.YAMLError as exc:

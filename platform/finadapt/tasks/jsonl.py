@@ -8,13 +8,17 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from finadapt.errors import FinadaptError, InputNotFoundError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(FinadaptError, ValueError):
     """A data file is malformed; the message names the file and the 1-based line number."""
+
+    label = "data error"
 
 
 def _missing_file(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(
+    return InputNotFoundError(
         f"Data file not found: {path}. Set FINADAPT_DATA_DIR to the folder that holds "
         f"fpb/, fiqa_sa/, headlines/ and finner/ (default: ../shared/data from the project root)."
     )

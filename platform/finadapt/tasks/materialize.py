@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import __version__, paths
+from ..errors import InputNotFoundError
 from . import fiqasa, fpb, headlines, ner
 from .base import SPLITS, Sample
 from .definition import normalize_text
@@ -40,7 +41,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The data directory (argument, else $FINADAPT_DATA_DIR, else ../shared/data); must exist."""
     d = Path(data_dir).expanduser().resolve() if data_dir is not None else paths.data_dir()
     if not d.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"Data directory not found: {d}. Set FINADAPT_DATA_DIR (or pass data_dir) to the folder "
             f"that holds fpb/, fiqa_sa/, headlines/ and finner/."
         )
