@@ -309,3 +309,21 @@ def test_ray_without_duplicates_returns_input(ray_local):
     out, stats = near_dedup(ray_local.data.from_items(rows), MinHashConfig())
     assert stats["clusters"] == 0 and stats["removed"] == 0
     assert sorted(r["id"] for r in out.take_all()) == ["base", "other1", "other2"]
+
+
+def test_vectorised_indel_equals_rapidfuzz():
+    """The numpy shingle-set scorer gives rapidfuzz's Indel similarity (to float32 rounding)."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Indel
+
+    rng = np.random.default_rng(3)
+    a, b = [], []
+    for n in (0, 1, 5, 40, 300, 0, 7):
+        x = np.unique(rng.integers(0, 2**31, n)).tolist()
+        y = sorted(set(x[: len(x) // 2]) | set(rng.integers(0, 2**31, n // 3).tolist()))
+        a.append(x)
+        b.append(y)
+    a.append([]), b.append([5])
+    got = neardup.indel_similarity(pa.array(a, pa.list_(pa.uint64())), pa.array(b, pa.list_(pa.uint64())))
+    want = 100.0 * np.asarray(process.cpdist(a, b, scorer=Indel.normalized_similarity), dtype=np.float64)
+    assert np.allclose(got, want, atol=1e-4) and got[0] == 100.0 and got[-1] == 0.0
