@@ -198,6 +198,11 @@ def test_model_fetch_of_an_unknown_embedded_model_is_one_line():
 
 def test_tasks_show_of_an_unknown_task_is_one_line():
     one_line_error(invoke(["tasks", "show", "bogus"]), "bogus")
+    one_line_error(invoke(["tasks", "show", "fpb", "--split", "dev"]), "dev")
+
+
+def test_config_of_an_unknown_stage_is_one_line():
+    one_line_error(invoke(["config", "bogus"]), "bogus", "eval")
 
 
 def test_synth_with_a_missing_teacher_is_one_line(tmp_path):

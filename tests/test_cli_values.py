@@ -114,3 +114,19 @@ def test_eval_cli_writes_to_the_directory_with_a_hash(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (tmp_path / "out" / "run #2" / "results.json").is_file()
     assert not (tmp_path / "out" / "run").exists()
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_training_output_flag_is_a_string(monkeypatch, stage):
+    import finadapt.train.cli_support as cli_support
+
+    seen = {}
+
+    def fake(cfg, use_ray=True):
+        seen["cfg"] = cfg
+        return 0
+
+    monkeypatch.setattr(cli_support, "run_stage", fake)
+    result = CliRunner().invoke(app, [stage, "--no-ray", "-o", "runs/out #2", "--set", "model.spec=tiny-random"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert seen["cfg"].output_dir == "runs/out #2"

@@ -240,3 +240,12 @@ def test_embedded_conversion_matches_gguf_reference():
     # not a degenerate model: the next-token distribution is peaked, not uniform
     probs = torch.softmax(got[0, -1], dim=-1)
     assert probs.max() > 0.05
+
+
+def test_relative_path_with_several_parts_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    """`runs/x/best` (as sft_demo.yaml writes it) is a path: missing, it is a clear error, not a hub lookup."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="not found locally") as info:
+        resolve_model_path("runs/x/best")
+    assert str(tmp_path / "runs" / "x" / "best") in str(info.value) and "hub id" in str(info.value)
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"  # org/name stays a hub id

@@ -144,24 +144,14 @@ def _train_command(stage: str, cls_name: str, help_text: str):
     ) -> None:
         _setup_logging(verbose)
         from finadapt import train
-        from finadapt.storage import StorageError
         from finadapt.train.cli_support import run_stage
 
-        sets = list(overrides) + ([f"output_dir={output}"] if output else [])
+        sets = list(overrides)  # -o is a typed value below, never parsed as YAML
         sets += ["checkpoint.resume=fresh"] if fresh else []
-        try:
-            cfg = load_config(getattr(train, cls_name), config, sets)
-        except ConfigError as err:
-            typer.echo(f"config error: {err}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            run_stage(cfg, use_ray=not no_ray)
-        except ConfigError as err:  # e.g. the run name holds a run with another config
-            typer.echo(f"config error: {err}", err=True)
-            raise typer.Exit(2) from None
-        except StorageError as err:  # an output location that cannot be written, found before any work
-            typer.echo(f"storage error: {err}", err=True)
-            raise typer.Exit(2) from None
+        cfg = load_config(getattr(train, cls_name), config, sets, {"output_dir": output})
+        # finadapt errors (a run name holding another config, an unwritable output, ...) are reported
+        # as one line by _ReportingGroup: ConfigError / StorageError exit 2
+        run_stage(cfg, use_ray=not no_ray)
 
     command.__doc__ = help_text
     return command
@@ -304,7 +294,10 @@ def tasks_prepare(force: bool = typer.Option(False, "--force")) -> None:
 @tasks_app.command("show")
 def tasks_show(task: str, split: str = "test", n: int = 2) -> None:
     """Print the first samples of a split, with their exact FLARE query."""
-    from finadapt.tasks import load_samples
+    from finadapt.tasks import SPLITS, load_samples
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
 
     for sample in load_samples(task, split, limit=n):
         console.print(sample.to_row())
