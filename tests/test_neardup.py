@@ -327,3 +327,13 @@ def test_vectorised_indel_equals_rapidfuzz():
     got = neardup.indel_similarity(pa.array(a, pa.list_(pa.uint64())), pa.array(b, pa.list_(pa.uint64())))
     want = 100.0 * np.asarray(process.cpdist(a, b, scorer=Indel.normalized_similarity), dtype=np.float64)
     assert np.allclose(got, want, atol=1e-4) and got[0] == 100.0 and got[-1] == 0.0
+
+
+def test_survivor_is_not_a_copy_padded_with_whitespace():
+    """A copy with doubled spaces and line breaks is longer in raw characters, not in content:
+    the original (same words, smaller id) is kept."""
+    padded = BASE.replace(" ", "  ").replace(". ", ".\n\n")
+    assert len(padded) > len(BASE)
+    kept, stats = near_dedup_local(_rows(base=BASE, padded=padded, other=OTHER_1), MinHashConfig(collect_clusters=True))
+    assert stats["cluster_members"] == [["base", "padded"]]
+    assert sorted(r["id"] for r in kept) == ["base", "other"]

@@ -18,8 +18,10 @@ oracle). Both call the batch functions below, so they give identical clusters on
    text) once per rep it is paired with ("star" = the pairs of one rep), keyed by that rep; each
    star is scored where it lands with rapidfuzz                               map task per block + reduce per shard
 4. clusters: union-find on the driver over VERIFIED pairs only. Survivor of a cluster = the longest
-   original text (characters), ties -> smallest id (keeps the most complete copy, deterministic);
-   all other members are removed.
+   normalised text (characters after lower-casing and folding runs of punctuation/whitespace, so a
+   copy padded with spaces or line breaks does not beat its original), ties -> smallest id (keeps
+   the most complete copy, deterministic); all other members are removed. `length` in the stats'
+   examples is that normalised length.
 5. output: the input dataset filtered by the removed ids (lazy).
 """
 from __future__ import annotations
@@ -112,12 +114,13 @@ def star_roles(pairs: pa.Table) -> pa.Table:
 def payload_rows(batch: pa.Table, cfg: MinHashConfig, roles: pa.Table) -> pa.Table:
     """Candidate docs of the batch, once per star: shard, rep, id, length, source, head, payload."""
     sub = batch.filter(pc.is_in(batch.column("id"), value_set=roles.column("id")))
-    norm = pc.utf8_slice_codeunits(normalize(sub.column("text")), 0, cfg.max_chars_verify)
+    norm_full = normalize(sub.column("text"))
+    norm = pc.utf8_slice_codeunits(norm_full, 0, cfg.max_chars_verify)
     payload = shingle_sets(norm, hasher_for(cfg)) if cfg.verify_scorer == "shingle_indel" else norm
     source = sub.column("source") if "source" in sub.column_names else pa.nulls(len(sub), pa.string())
     docs = pa.table({
         "id": sub.column("id"),
-        "length": pc.utf8_length(sub.column("text")),
+        "length": pc.utf8_length(norm_full),  # survivor rule: padding with spaces/newlines does not count
         "source": source,
         "head": pc.utf8_slice_codeunits(sub.column("text"), 0, HEAD_CHARS),
         "payload": payload,
