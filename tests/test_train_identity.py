@@ -74,7 +74,8 @@ def test_force_resumes_a_changed_config_and_says_so(shards, tmp_path):
         "storage_path": str(tmp_path / "ckpt"), "name": "run", "resume": "force"})
     summary = run_training(PretrainConfig.model_validate(forced), use_ray=False)
     assert summary["run"]["resumed_from_step"] == 2 and summary["run"]["forced_over"]
-    assert [h["step"] for h in _history(tmp_path / "out")] == [1, 2, 3]
+    history = _history(tmp_path / "out")
+    assert [h["step"] for h in history] == [1, 2, 3] and [h["restarts"] for h in history] == [0, 0, 1]
 
 
 def test_pipeline_entrypoint_override_reaches_the_resume_key(shards, tmp_path, capsys, monkeypatch):

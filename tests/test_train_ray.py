@@ -61,17 +61,74 @@ def test_pretrain_keeps_the_best_checkpoint_and_the_harness_scores_it(ray_local,
     assert "best checkpoint" in (tmp_path / "out" / "report.md").read_text()
 
 
+def _best_weights(out) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(out / "best" / "model.safetensors")
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
 def test_two_workers_train_with_ddp(ray_local, shards, tmp_path):
-    cfg = PretrainConfig.model_validate(pretrain_cfg(
-        shards, tmp_path, scaling__num_workers=2, max_steps=3, eval_every_steps=3,
-        batch__micro_batch_size=2))
+    """DDP for real: both workers hold the same weights after every step, and a two-worker step equals a
+    one-worker step on the same global batch (here the whole 8-row training set is one step)."""
+    common = dict(max_steps=2, eval_every_steps=1, batch__micro_batch_size=2, data__limit_sequences=8)
+    cfg = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path / "two", scaling__num_workers=2, **common))
     summary = run_training(cfg)
     assert summary["plan"]["rows_per_worker_step"] == 4  # 8 per step split over 2 workers
-    history = _history(tmp_path / "out")
-    assert [h["step"] for h in history] == [1, 2, 3]
+    assert summary["plan"]["steps_per_epoch"] == 1
+    history = _history(tmp_path / "two" / "out")
+    assert [h["step"] for h in history] == [1, 2]
     # the step's loss is over both workers' tokens: 8 full 64-token windows minus the shift
     assert all(h["target_tokens"] == 8 * 63 for h in history)
+    assert all(h["replica_weight_diff"] < 1e-9 for h in history), [h["replica_weight_diff"] for h in history]
     assert "val_loss" in summary["best_metrics"]
+
+    one = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path / "one", **common))
+    run_training(one, use_ray=False)
+    single = _history(tmp_path / "one" / "out")
+    for got, want in zip(history, single):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), got["step"]
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5), got["step"]
+    assert _max_diff(_best_weights(tmp_path / "two" / "out"), _best_weights(tmp_path / "one" / "out")) < 1e-5
+
+
+def test_rerun_with_the_same_name_under_ray(ray_local, shards, tmp_path):
+    """Same name + other config: exit 2 naming the keys; --fresh trains anew; the same config resumes."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from finadapt.cli import app
+
+    def cli(cfg: dict, *extra: str):
+        file = tmp_path / "cfg.yaml"
+        file.write_text(yaml.safe_dump(cfg))
+        return CliRunner().invoke(app, ["pretrain", "-c", str(file), *extra])
+
+    first = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path, max_steps=2, eval_every_steps=1))
+    run_training(first)
+    old_best = _best_weights(tmp_path / "out")
+    changed = pretrain_cfg(shards, tmp_path, max_steps=2, eval_every_steps=1, optim={"lr": 5e-4, "warmup_ratio": 0.0})
+    result = cli(changed)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "optim.lr: 0.001 -> 0.0005" in message and "--fresh" in message
+    assert _max_diff(_best_weights(tmp_path / "out"), old_best) == 0
+
+    result = cli(changed, "--fresh")
+    assert result.exit_code == 0, result.output
+    assert [h["restarts"] for h in _history(tmp_path / "out")] == [0, 0]
+    new_best = _best_weights(tmp_path / "out")
+    assert _max_diff(new_best, old_best) > 1e-4
+
+    result = cli(changed)  # same config again: resumes the finished run, trains nothing new
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["run"]["resumed_from_step"] == 2 and summary["best_metrics"]["step"] in (1, 2)
+    assert _max_diff(_best_weights(tmp_path / "out"), new_best) == 0
 
 
 def test_checkpoints_and_outputs_on_s3(ray_local, shards, tmp_path, s3_server, s3_bucket):

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from safetensors.torch import load_file
 from train_fixtures import pretrain_cfg, write_shards
 
 from finadapt.train import PretrainConfig, run_training
@@ -70,3 +71,10 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_slow_steps, tmp_path
     # data position: every step trained on the same batch as in the uninterrupted run
     assert [h["batch_fingerprint"] for h in history] == [h["batch_fingerprint"] for h in expected]
     assert summary["plan"]["total_steps"] == 10
+    # and from the same weights and optimizer state: every step's loss and the final model match it
+    for got, want in zip(history, expected):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6), got["step"]
+    assert summary["best_metrics"]["step"] == min(
+        (h for h in expected if "val_loss" in h), key=lambda h: h["val_loss"])["step"]
+    best, ref = (load_file(p / "out" / "best" / "model.safetensors") for p in (tmp_path / "killed", tmp_path / "ref"))
+    assert max(float((best[k] - ref[k]).abs().max()) for k in ref) < 1e-5

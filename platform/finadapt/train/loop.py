@@ -135,7 +135,7 @@ class Trainer:
                                  session.world_size, session.all_reduce, self.device, self.autocast)
         self.n_matmul = flops.matmul_params(self.model)
         self.n_head = flops.head_params(self.model)
-        self.peak = cfg.peak_flops or flops.matmul_peak_flops(device=self.device)
+        self.peak = flops.PeakFlops(cfg.peak_flops, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.gauges = _ray_gauges(cfg.stage)
         self._val_batches = None
@@ -166,12 +166,18 @@ class Trainer:
     def _step_metrics(self, stats, elapsed: float) -> dict:
         world = self.session.world_size
         tokens_per_s = stats.real_tokens / elapsed
-        mfu = flops.train_flops(self.n_matmul, stats.real_tokens) / (elapsed * self.peak * world)
-        executed = flops.executed_flops(self.n_matmul, self.n_head, stats.real_tokens, stats.target_tokens)
+        useful = flops.useful_flops(self.n_matmul, self.n_head, stats.real_tokens, stats.target_tokens)
+        executed = flops.executed_flops(self.n_matmul, self.n_head, stats.padded_tokens, stats.target_tokens)
+        mfu, capped = self.peak.utilisation(useful, elapsed * world)
+        mfu_executed, capped_executed = self.peak.utilisation(executed, elapsed * world)
+        if capped or capped_executed:
+            log.warning("step %d: utilisation above 1 against the peak %.3g FLOP/s (measured on busy cores?): "
+                        "reported as 1.0 (mfu_capped)", self.state["step"], self.peak.value)
         return {"step": self.state["step"], "epoch": self.state["epoch"], "loss": stats.loss, "lr": stats.lr,
                 "grad_norm": stats.grad_norm, "tokens": stats.real_tokens, "target_tokens": stats.target_tokens,
-                "padding_share": 1 - stats.real_tokens / max(stats.padded_tokens, 1),
-                "tokens_per_s": tokens_per_s, "mfu": mfu, "hfu_executed": executed / (elapsed * self.peak * world),
+                "padded_tokens": stats.padded_tokens, "padding_share": 1 - stats.real_tokens / max(stats.padded_tokens, 1),
+                "tokens_per_s": tokens_per_s, "mfu": mfu, "mfu_executed": mfu_executed,
+                "mfu_capped": capped or capped_executed, "peak_flops": self.peak.value,
                 "step_seconds": elapsed, "restarts": self.state["restarts"], "pid": os.getpid(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -215,7 +221,7 @@ class Trainer:
         if state["step"] == 0 and not state["history"]:
             log.info("training %s: %d steps (%d per epoch), effective batch %d (%d per worker x %d workers), "
                      "peak %.1f GFLOP/s per worker", cfg.stage, total, steps_per_epoch, cfg.batch.effective,
-                     per_worker, self.session.world_size, self.peak / 1e9)
+                     per_worker, self.session.world_size, self.peak.value / 1e9)
         while state["step"] < total:
             skip = state["step_in_epoch"]
             progressed = False
@@ -251,6 +257,8 @@ class Trainer:
                 if checkpoint:
                     if not evaluate:  # keep the score key present for the checkpoint ranking
                         metrics.update(self._last_score())
+                    if self.session.world_size > 1:
+                        metrics["replica_weight_diff"] = self._replica_weight_diff()
                     self._write_history()
                     self._report(metrics, with_checkpoint=True)
                 elif state["step"] % cfg.log_every_steps == 0:
@@ -264,6 +272,20 @@ class Trainer:
                 state["step_in_epoch"] = 0
         self._write_history()
         return state
+
+    def _replica_weight_diff(self) -> float:
+        """Largest difference between a worker's and rank 0's per-tensor weight sums (0 when DDP keeps
+        the replicas in sync); every worker must call it, as it all-reduces."""
+        params = [p.detach() for p in unwrap(self.model).parameters()]
+        local = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in params]).flatten()
+        table = torch.zeros(self.session.world_size, local.numel(), dtype=torch.float64)
+        table[self.session.rank] = local.cpu()
+        self.session.all_reduce(table)
+        diff = float((table - table[0]).abs().max())
+        if diff > 1e-6 * float(table[0].abs().max()):
+            log.warning("worker weights differ from rank 0's by up to %.3g after step %d (replicas out of sync)",
+                        diff, self.state["step"])
+        return diff
 
     def _last_score(self) -> dict:
         key, mode = SCORE[self.cfg.stage]

@@ -64,7 +64,8 @@ def _markdown(summary: dict, history: list[dict]) -> str:
     if steady:
         tps = sum(h["tokens_per_s"] for h in steady) / len(steady)
         mfu = sum(h["mfu"] for h in steady) / len(steady)
-        lines.append(f"- mean tokens/s after the first step: {tps:.1f}, MFU {mfu:.3f} (6N convention)")
+        lines.append(f"- mean tokens/s after the first step: {tps:.1f}, MFU {mfu:.3f} (useful FLOPs: model body on "
+                     "real tokens + output head at labelled positions; never above 1, capped steps flagged)")
     lines += ["", "| step | epoch | loss | lr | tok/s | MFU | validation |", "|---|---|---|---|---|---|---|"]
     for h in history:
         val = ", ".join(f"{k[4:]}={v:.4f}" for k, v in h.items() if k.startswith("val_") and isinstance(v, float)
