@@ -64,7 +64,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from finadapt.data.minhash import MinHashConfig, normalize
-from finadapt.data.neardup import near_dedup, near_dedup_local
+from finadapt.data.neardup import SCORE_TOLERANCE, near_dedup, near_dedup_local
 from finadapt.paths import data_dir
 
 QUICK = {"DEDUP_BENCH_DOCS": "300", "DEDUP_BENCH_COPIES": "5", "DEDUP_BENCH_INPUT_DOCS": "5000",
@@ -246,9 +246,15 @@ def all_pairs_above(sets: dict[str, frozenset], t: float) -> dict[tuple[str, str
     return {p: j for p in cands if (j := jaccard(sets[p[0]], sets[p[1]])) >= t}
 
 
+def verified_pairs(stats: dict) -> set[tuple[str, str]]:
+    """The scored pairs that passed verification (the stage's own cut), as sorted id pairs."""
+    cut = stats["verify_threshold"] - SCORE_TOLERANCE
+    return {(min(a, b), max(a, b)) for a, b, sc in stats["scored_pairs"] if sc >= cut}
+
+
 def score_quality(rows: list[dict], plan: dict, stats: dict, threshold: float,
                   sets: dict[str, frozenset], truth: dict[tuple[str, str], float]) -> dict:
-    verified = {(min(a, b), max(a, b)) for a, b, s in stats["scored_pairs"] if s >= stats["verify_threshold"]}
+    verified = verified_pairs(stats)
     vj = {p: jaccard(sets[p[0]], sets[p[1]]) for p in verified}
     cluster_of = {d: i for i, ms in enumerate(stats["cluster_members"]) for d in ms}
     same = lambda p: p[0] in cluster_of and cluster_of.get(p[0]) == cluster_of.get(p[1])  # noqa: E731
@@ -325,7 +331,7 @@ def independent_and_cluster_metrics(rows: list[dict], plan: dict, families: dict
     texts = {r["id"]: r["text"] for r in rows}
     norm = normalize(pa.array([r["text"] for r in rows])).to_pylist()
     length = {r["id"]: len(t) for r, t in zip(rows, norm)}  # the stage's survivor rule: normalised length
-    verified = sorted({(min(a, b), max(a, b)) for a, b, sc in stats["scored_pairs"] if sc >= stats["verify_threshold"]})
+    verified = sorted(verified_pairs(stats))
     clusters = [sorted(ms) for ms in stats["cluster_members"]]
     cluster_of = {d: i for i, ms in enumerate(clusters) for d in ms}
     co_pairs = [(ms[i], ms[j]) for ms in clusters for i in range(len(ms)) for j in range(i + 1, len(ms))]
@@ -399,7 +405,7 @@ def star_limit(rows: list[dict], truth: dict[tuple[str, str], float]) -> dict:
         _, st = near_dedup_local(rows, MinHashConfig(collect_clusters=True, exhaustive_bucket_max=cap))
         cluster_of = {d: i for i, ms in enumerate(st["cluster_members"]) for d in ms}
         found = sum(p[0] in cluster_of and cluster_of.get(p[0]) == cluster_of.get(p[1]) for p in truth)
-        direct = {(min(a, b), max(a, b)) for a, b, sc in st["scored_pairs"] if sc >= st["verify_threshold"]}
+        direct = verified_pairs(st)
         out[name] = {"exhaustive_bucket_max": cap, "candidates": st["candidates"], "verified_pairs": st["verified_pairs"],
                      "truth_pairs_clustered": found, "truth_pairs": len(truth),
                      "recall": round(found / len(truth), 4) if truth else None,
@@ -520,7 +526,7 @@ def parallel_headroom(path: str) -> dict:
 # ------------------------------------------------------------------------------------------ report helpers
 def reuters_examples(stats: dict, n: int = 3) -> list[dict]:
     """The largest cluster plus the largest ones that are near (not exact) duplicates."""
-    inexact = {p for a, b, s in stats["scored_pairs"] if s >= stats["verify_threshold"] and s < 100.0
+    inexact = {p for a, b, s in stats["scored_pairs"] if s >= stats["verify_threshold"] - SCORE_TOLERANCE and s < 100.0
                for p in (a, b)}
     chosen = stats["examples"][:1] + [e for e in stats["examples"][1:]
                                       if any(m["id"] in inexact for m in e["members"])][: n - 1]

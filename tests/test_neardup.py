@@ -337,3 +337,15 @@ def test_survivor_is_not_a_copy_padded_with_whitespace():
     kept, stats = near_dedup_local(_rows(base=BASE, padded=padded, other=OTHER_1), MinHashConfig(collect_clusters=True))
     assert stats["cluster_members"] == [["base", "padded"]]
     assert sorted(r["id"] for r in kept) == ["base", "other"]
+
+
+def test_pair_exactly_at_the_threshold_is_merged():
+    """J = 0.8 exactly (Dice 8/9) is a duplicate (J >= threshold), whatever the last bit of rounding."""
+    shingles = pa.array([list(range(0, 80)) + list(range(100, 110)), list(range(0, 80)) + list(range(200, 210))],
+                        pa.list_(pa.uint64()))  # |A & B| = 80, |A | B| = 100
+    score = float(neardup.indel_similarity(shingles.slice(0, 1), shingles.slice(1, 1))[0])
+    cfg = MinHashConfig()
+    for s in (score, cfg.verify_threshold * (1 - 1e-15)):  # at the cut, one ulp either side
+        scored = pa.table({"a": ["x"], "b": ["y"], "score": [s], "a_len": [1], "b_len": [1], "a_source": ["s"],
+                           "b_source": ["s"], "a_head": [""], "b_head": [""]})
+        assert neardup.clusters_from(scored, cfg)[0] == ["y"], s

@@ -40,6 +40,10 @@ from rapidfuzz.distance import Indel
 from finadapt.data.minhash import MinHashConfig, band_keys_for, hasher_for, normalize, shingle_sets
 
 HEAD_CHARS = 200
+# A pair passes verification when score >= verify_threshold - SCORE_TOLERANCE: a pair exactly at the
+# threshold (J = 0.8 is Dice 8/9) must not fail on the last bit of float rounding. Distinct Dice
+# values of texts cut to max_chars_verify differ by far more (> 1e-5 on the 0-100 scale).
+SCORE_TOLERANCE = 1e-6
 
 
 # -- stage 1 and 2: band keys -> candidate pairs ----------------------------------------------------
@@ -189,7 +193,8 @@ def verify_stars(group: pa.Table, cfg: MinHashConfig) -> pa.Table:
 # -- stage 4: clusters -------------------------------------------------------------------------------
 def clusters_from(scored: pa.Table, cfg: MinHashConfig) -> tuple[list[str], dict[str, Any]]:
     """Union-find over verified pairs -> (removed ids, stats); the result does not depend on pair order."""
-    verified = scored.filter(pc.greater_equal(scored.column("score"), cfg.verify_threshold)).to_pylist()
+    cut = cfg.verify_threshold - SCORE_TOLERANCE
+    verified = scored.filter(pc.greater_equal(scored.column("score"), cut)).to_pylist()
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
