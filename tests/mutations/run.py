@@ -78,7 +78,7 @@ def run_tests(dest: Path, tests: list[str], timeout: int) -> dict:
         rc, out = 124, f"timed out after {timeout} s\n{err.stdout or ''}"
     summary = [line for line in out.splitlines() if " passed" in line or " failed" in line or "error" in line]
     return {"rc": rc, "seconds": round(time.perf_counter() - t0, 1),
-            "summary": (summary[-1] if summary else out.strip().splitlines()[-1:] or [""])[0][-300:]}
+            "summary": (summary[-1] if summary else (out.strip().splitlines() or [""])[-1])[-300:]}
 
 
 def check(entry: dict, baseline: bool, timeout: int) -> dict:
