@@ -11,7 +11,7 @@
     samples/s, and the choice/compat speed ratio; plus both modes from one shared prefill;
 (d) agreement of choice and compat predictions where compat produced a label.
 
-Writes benchmarks/results/eval_speed.json. Run: `make bench-eval` (about 6 minutes on 2 idle cores).
+Writes benchmarks/results/eval_speed.json. Run: `make bench-eval` (about 7 minutes on 2 idle cores).
 `--quick` is a smoke run (24 prompts, one repeat, written under the system temp dir unless --out is given).
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ utilisation (padding, and the head wherever it ran) sits beside it. A utilisatio
 peak was measured while the cores were busy: the peak is re-measured, and if that does not help the
 utilisations are withheld (null) and flagged. Speed-up is against the best (fastest) HF baseline.
 
-Writes benchmarks/results/train_speed.json. Run: `make bench-train` (about 20 minutes on 2 idle cores).
+Writes benchmarks/results/train_speed.json. Run: `make bench-train` (about 10 minutes on 2 idle cores).
 `--quick` is a smoke run (tiny sizes, written under the system temp dir unless --out is given).
 """
 from __future__ import annotations
@@ -263,7 +263,7 @@ def part_ray(s: Settings, workers: int) -> dict:
            "step_seconds": [h["step_seconds"] for h in timed], "useful_tokens": real, "padded_tokens": padded,
            "target_tokens": targets, "head_tokens": targets, "useful_tokens_per_s": real / seconds,
            "worker_peak_rss_mb": max(h.get("peak_rss_mb", 0) for h in timed),
-           "samples": "the Ray stage's own sampling of the SFT data (not the in-process parts' timed samples)"}
+           "samples": "the Ray stage's own data pipeline (its timed samples are not forced to match the in-process parts')"}
     if all("mfu" in h for h in timed):
         out["mfu_reported_by_loop"] = statistics.mean(h["mfu"] for h in timed)
     return out
