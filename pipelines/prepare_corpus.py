@@ -18,7 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = entrypoint_config(CorpusConfig, __doc__, "pipelines/configs/corpus.yaml", argv)
     if cfg is None:
         return 2
-    manifest = run_corpus(cfg)
+    from finadapt.errors import FinadaptError, report
+
+    try:
+        manifest = run_corpus(cfg)
+    except FinadaptError as err:  # one line naming the place; the traceback is in the log file
+        return report(err)
     print(json.dumps({"documents_per_stage": manifest["documents_per_stage"], "packing": {
         k: v for k, v in manifest["packing"].items() if k != "shards"}}, indent=2))
     print(f"shards, manifest.json and report.md written to {cfg.output_dir}")

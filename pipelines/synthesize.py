@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = entrypoint_config(SynthConfig, __doc__, "pipelines/configs/synth.yaml", argv)
     if cfg is None:
         return 2
-    summary = synthesize(cfg)
+    from finadapt.errors import FinadaptError, report
+
+    try:
+        summary = synthesize(cfg)
+    except FinadaptError as err:  # one line naming the place; the traceback is in the log file
+        return report(err)
     print(markdown(summary, summary))
     print(json.dumps(summary["totals"], indent=2))
     print(f"synthetic.jsonl, quarantine.jsonl and the report written to {cfg.output_dir}")

@@ -74,9 +74,17 @@ def traceback_from_env() -> bool:
     return os.environ.get("FINADAPT_TRACEBACK", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def unwrap(err: BaseException) -> BaseException:
+    """The finadapt error inside a `RayTaskError(...)`: Ray re-raises a task's exception as a subclass of
+    both, whose message carries the remote traceback; the user needs the original one line."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, FinadaptError) else err
+
+
 def report(err: FinadaptError, show_traceback: bool = False, argv: list[str] | None = None) -> int:
     """Print `err` to stderr as one line (plus the traceback if asked for); return its exit code."""
     path = write_log(err, argv)
+    err = unwrap(err)
     if show_traceback or traceback_from_env():
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
     suffix = f" (traceback: {path})" if path else ""

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.data.expressions import col
 
 from finadapt import storage
+from finadapt.errors import InputError
 from finadapt.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,10 @@ def _probe(task: dict[str, Any]) -> None:
             raise StorageError(f"{uri}: unreadable parquet file ({exc}); set on_corrupt_file: quarantine "
                                f"on input {task['source']!r} to skip it") from exc
         if text_field not in schema.names:
-            raise ValueError(f"{uri}: no column {text_field!r} (columns: {schema.names}); set text_field")
+            raise InputError(f"{uri}: no column {text_field!r} (columns: {schema.names}); set text_field")
         if not pa.types.is_string(schema.field(text_field).type) and not pa.types.is_large_string(
                 schema.field(text_field).type):
-            raise ValueError(f"{uri}: column {text_field!r} is {schema.field(text_field).type}, not a string column")
+            raise InputError(f"{uri}: column {text_field!r} is {schema.field(text_field).type}, not a string column")
         return
     f = storage.open_input(uri)  # StorageError naming the file when missing or not readable
     try:
@@ -181,7 +182,7 @@ def plan_inputs(specs: Sequence[InputSpec], skipped: list[dict[str, str]] | None
     skipped = [] if skipped is None else skipped
     names = [s.source for s in specs]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
-        raise ValueError(f"source names must be unique across inputs: {dupes}")
+        raise InputError(f"source names must be unique across inputs: {dupes}")
     tasks: list[dict[str, Any]] = []
     for spec in specs:
         files = storage.list_files(spec.path)  # StorageError naming the path if it is missing
@@ -195,7 +196,7 @@ def plan_inputs(specs: Sequence[InputSpec], skipped: list[dict[str, str]] | None
                 continue
             fmt = _format_of(uri, spec.format)
             if fmt is None:
-                raise ValueError(
+                raise InputError(
                     f"{uri}: cannot tell the format from the extension; set format= on input {spec.source!r}")
             spec_tasks.append({  # absolute local paths: workers' cwd differs from the driver's
                 "file_uri": uri if storage.is_s3(uri) else os.path.abspath(uri), "rel": rel,

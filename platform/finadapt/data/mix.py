@@ -13,6 +13,8 @@ import hashlib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from finadapt.config import ConfigError
+
 
 class MixConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +39,7 @@ def sampling_rates(available: dict[str, int], cfg: MixConfig) -> dict[str, float
     """Per-group rate so that group tokens / total tokens = the target ratio."""
     missing = [g for g, r in cfg.ratios.items() if r > 0 and available.get(g, 0) == 0]
     if missing:
-        raise ValueError(f"mix asks for groups with no tokens left: {missing} (available: {available})")
+        raise ConfigError(f"mix.ratios asks for groups with no tokens left: {missing} (available: {available})")
     total_share = sum(cfg.ratios.values())
     shares = {g: r / total_share for g, r in cfg.ratios.items()}
     total = cfg.total_tokens
@@ -46,7 +48,7 @@ def sampling_rates(available: dict[str, int], cfg: MixConfig) -> dict[str, float
     rates = {g: (s * total / available[g] if s > 0 else 0.0) for g, s in shares.items()}
     over = {g: r for g, r in rates.items() if r > 1.0 + 1e-9}
     if over and not cfg.allow_upsample:
-        raise ValueError(f"total_tokens={cfg.total_tokens} needs up-sampling of {over}; set allow_upsample")
+        raise ConfigError(f"mix.total_tokens={cfg.total_tokens} needs up-sampling of {over}; set mix.allow_upsample")
     return rates
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from finadapt.config import ConfigError
+
 
 class PackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,7 +33,7 @@ class Tokenize:
         token = separator or self.tokenizer.eos_token
         self.sep_id = self.tokenizer.convert_tokens_to_ids(token)
         if self.sep_id is None or self.sep_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token:
-            raise ValueError(f"separator token {token!r} is not in the vocabulary of {tokenizer_spec}")
+            raise ConfigError(f"pack.separator: separator token {token!r} is not in the vocabulary of {tokenizer_spec}")
         # Token ids between tokenizing and packing: uint16 when the vocabulary fits (SmolLM2: 49,152;
         # the byte tokenizer: 259), half the bytes of int32 in the object store and on spill disk.
         # Packed shards are int32 either way.
