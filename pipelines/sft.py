@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from finadapt.config import ConfigError, entrypoint_config
-from finadapt.storage import StorageError
+from finadapt.config import entrypoint_config
+from finadapt.errors import FinadaptError, report
 from finadapt.train import SftConfig
 from finadapt.train.cli_support import run_stage
 
@@ -23,9 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run_stage(cfg)
-    except (ConfigError, StorageError) as err:  # run name holds another config; output not writable
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except FinadaptError as err:  # run name holds another config, output not writable, bad data: one line
+        return report(err)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,15 @@ def test_every_entrypoint_reports_finadapt_errors(name):
     source = (ROOT / "pipelines" / f"{name}.py").read_text()
     assert "except FinadaptError" in source and "report(err)" in source, (
         f"pipelines/{name}.py lets finadapt errors escape as tracebacks")
+
+
+def test_pretrain_entrypoint_without_shards_is_one_line_exit_2(tmp_path, capsys):
+    empty = tmp_path / "corpus"
+    empty.mkdir()
+    code = _entrypoint("pretrain").main([
+        "--config", str(ROOT / "pipelines/configs/pretrain_demo.yaml"), "model.spec=tiny-random",
+        f"data.shards={empty}", f"output_dir={tmp_path / 'out'}", f"checkpoint.storage_path={tmp_path / 'ckpt'}"])
+
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert code == 2
+    assert len(err) == 1 and str(empty) in err[0] and "shards" in err[0], err

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finadapt import storage
+from finadapt.config import ConfigError
+from finadapt.errors import InputError, InputNotFoundError
 from finadapt.models import load_tokenizer
 from finadapt.train.config import PretrainConfig, SftConfig
 from finadapt.train.sft_data import encode_samples, training_samples
@@ -27,7 +29,7 @@ def shard_files(location: str) -> list[str]:
             files = []
         if files:
             return sorted(files)
-    raise FileNotFoundError(f"no parquet shards under {location} (expected {location}/shards/*.parquet "
+    raise InputNotFoundError(f"no parquet shards under {location} (expected {location}/shards/*.parquet "
                             "from `finadapt corpus`)")
 
 
@@ -38,7 +40,7 @@ def _read(files: list[str]) -> pa.Table:
         table = pq.read_table(path, filesystem=fs)
         missing = {"input_ids", "n_tokens"} - set(table.column_names)
         if missing:
-            raise ValueError(f"{uri}: not a packed shard (missing columns {sorted(missing)})")
+            raise InputError(f"{uri}: not a packed shard (missing columns {sorted(missing)})")
         tables.append(table.select(["input_ids", "n_tokens"]))
     return pa.concat_tables(tables)
 
@@ -52,7 +54,7 @@ def rewindow(table: pa.Table, seq_len: int | None) -> pa.Table:
     if width == seq_len:
         return table
     if width % seq_len:
-        raise ValueError(f"data.seq_len {seq_len} must divide the packed length {width}")
+        raise ConfigError(f"data.seq_len {seq_len} must divide the packed length {width}")
     k = width // seq_len
     ids = column.flatten().to_numpy().reshape(-1, seq_len)
     lengths = np.asarray(table.column("n_tokens"))
@@ -65,7 +67,7 @@ def rewindow(table: pa.Table, seq_len: int | None) -> pa.Table:
 def pretrain_tables(cfg: PretrainConfig) -> tuple[pa.Table, pa.Table, dict]:
     files = shard_files(cfg.data.shards)
     if len(files) <= cfg.data.val_shards:
-        raise ValueError(f"{cfg.data.shards}: {len(files)} shard file(s), need more than data.val_shards="
+        raise ConfigError(f"{cfg.data.shards}: {len(files)} shard file(s), need more than data.val_shards="
                          f"{cfg.data.val_shards} to hold some out for validation")
     train_files, val_files = files[: -cfg.data.val_shards], files[-cfg.data.val_shards:]
     train = rewindow(_read(train_files), cfg.data.seq_len)
@@ -98,7 +100,7 @@ def plan_steps(cfg, train_rows: int, num_workers: int) -> dict:
     effective = cfg.batch.effective
     steps_per_epoch = train_rows // effective
     if steps_per_epoch < 1:
-        raise ValueError(f"{train_rows} training rows are fewer than one effective batch ({effective}); "
+        raise ConfigError(f"{train_rows} training rows are fewer than one effective batch ({effective}); "
                          "lower batch.batch_size / batch.grad_accum or add data")
     total = int(np.ceil(cfg.epochs * steps_per_epoch))
     if cfg.max_steps:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from finadapt.errors import InputError
 from finadapt.evaluate.runner import select_rows
 from finadapt.evaluate.wrappers import answer_separator, render_prompt
 from finadapt.tasks import load_samples
@@ -105,7 +106,7 @@ def training_samples(cfg: SftData, seed: int = 0) -> list[Sample]:
     for task in cfg.tasks:
         rows = select_rows(task, load_samples(task, "train"), cfg.limit_per_task, seed)
         if not rows:
-            raise ValueError(f"task {task!r} has no training samples")
+            raise InputError(f"task {task!r} has no training samples")
         samples.extend(rows)
     if cfg.synthetic_jsonl:
         from finadapt.synth.mix import mix_samples
