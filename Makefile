@@ -63,7 +63,7 @@ job-eval: $(STAMP)
 	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
 	  -- python pipelines/evaluate.py --config pipelines/configs/demo.yaml output_dir=$(CURDIR)/results/eval-job
 
-# Both training stages as Ray jobs (head started from this venv: `.venv/bin/ray start --head`).
+# Both training stages as Ray jobs (head started from this venv with token auth, as in the README: `export RAY_AUTH_MODE=token && .venv/bin/ray get-auth-token --generate >/dev/null && .venv/bin/ray start --head`).
 job-train: $(STAMP)
 	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
 	  -- python pipelines/pretrain.py --config pipelines/configs/pretrain_demo.yaml \
