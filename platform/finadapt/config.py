@@ -74,6 +74,21 @@ class ModelConfig(StrictModel):
     trust_remote_code: bool = Field(False, description="run code shipped with a hub model (off by default)")
 
 
+class RaySection(StrictModel):
+    """How every stage reaches Ray and sizes its workers: the same keys in each stage config (`ray:`),
+    so a sweep, a `ray job submit` entrypoint and a KubeRay RayJob set them the same way."""
+
+    enabled: bool = Field(True, description="run through Ray (False: in this process, no Ray at all)")
+    address: str | None = Field(None, description="cluster address (ray://, host:port, auto); None = the job's "
+                                "cluster (RAY_ADDRESS) or a new local instance")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a new local instance (None: all; ignored "
+                                 "when joining a cluster)")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a new local instance (None: detected)")
+    workers: int = Field(1, ge=1, description="workers of the stage: Ray Train workers, scoring or teacher actors")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs reserved per worker (0: CPU only)")
+
+
 class RayConfig(StrictModel):
     enabled: bool = Field(True, description="score through a Ray Data actor pool (False: in-process)")
     address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")

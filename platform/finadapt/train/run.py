@@ -40,7 +40,8 @@ def _storage_args(path: str) -> dict:
     return {"storage_path": str(Path(path).expanduser().resolve())}
 
 
-def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo):
+def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callbacks: list | None = None):
+    """`callbacks`: Ray Train callbacks for the inner RunConfig (a Tune trial passes TuneReportCallback)."""
     import ray
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -63,6 +64,7 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo):
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
                                                checkpoint_score_attribute=key, checkpoint_score_order=mode),
             failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
+            callbacks=list(callbacks or []),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split="all"),
@@ -119,8 +121,10 @@ def prepare(cfg: TrainConfig, use_ray: bool = True) -> tuple[TrainConfig, RunInf
     return cfg, identity.prepare_run(cfg, key)
 
 
-def run_training(cfg: TrainConfig, use_ray: bool = True) -> dict:
-    """Train one stage; returns the summary written to `<output_dir>/summary.json`."""
+def run_training(cfg: TrainConfig, use_ray: bool = True, callbacks: list | None = None) -> dict:
+    """Train one stage; returns the summary written to `<output_dir>/summary.json`.
+
+    `callbacks` go to Ray Train's RunConfig (Tune trials report through them); ignored without Ray."""
     t0 = time.perf_counter()
     cfg, run = prepare(cfg, use_ray)
     tables, data_info = build_tables(cfg)
@@ -131,7 +135,7 @@ def run_training(cfg: TrainConfig, use_ray: bool = True) -> dict:
     log.info("%s data: %s; plan: %s; run %s", cfg.stage, {k: v for k, v in data_info.items() if "files" not in k},
              plan, run.directory)
     if use_ray:
-        checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan, run)
+        checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan, run, callbacks)
         with checkpoint.as_directory() as directory:
             exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))
         best_path = checkpoint.path
