@@ -129,6 +129,22 @@ def test_scores_are_final_scores_then_last_evaluation(tmp_path):
     assert float(rows["a"]["val_fpb"]) == pytest.approx(0.6)  # step-30 evaluation, not the 10/20 ones
 
 
+def test_custom_objective_key_and_non_task_keys(tmp_path):
+    """An objective not named val_* (e.g. `objective`) is read from the history; val_seconds is no task."""
+    records = []
+    for i, score in enumerate((0.2, 0.8, 0.5)):
+        history = [{"step": 10, "objective": score / 2, "val_fpb": score / 2, "val_seconds": 3.0},
+                   {"step": 20, "objective": score, "val_fpb": score, "val_seconds": 3.1},
+                   {"step": 25, "loss": 0.4}]
+        records.append(TrialRecord(f"c{i}", {"optim.lr": 10 ** -(i + 3)}, history, "completed", 25, 25, 9.0, {},
+                                   f"/runs/c{i}", None))
+    result = write_sweep_report(records, str(tmp_path), objective="objective")
+    rows = read_csv(tmp_path)
+    assert [r["trial_id"] for r in rows] == ["c1", "c2", "c0"]
+    assert [float(r["objective"]) for r in rows] == [0.8, 0.5, 0.2]
+    assert result["tasks"] == ["fpb"] and "val_seconds" not in rows[0]
+
+
 def _spearman_no_ties(xs: list[float], ys: list[float]) -> float:
     """Textbook 1 - 6 sum d^2 / (n (n^2 - 1)), valid without ties: independent of the report's code."""
     rank = lambda v: {x: i for i, x in enumerate(sorted(v))}  # noqa: E731

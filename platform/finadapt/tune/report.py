@@ -22,7 +22,7 @@ from finadapt import storage
 from finadapt.errors import InputError
 from finadapt.tune.records import TrialRecord
 
-NON_TASK_KEYS = {"val_score", "val_loss"}
+NON_TASK_KEYS = {"val_score", "val_loss", "val_seconds"}  # val_<key> that are not tasks
 RATIO_LEAVES = ("synthetic_ratio",)
 LR_LEAVES = ("lr", "learning_rate")
 Z_95 = 1.96  # two-sided 95% normal quantile, for the "no clear effect" rules below
@@ -46,26 +46,30 @@ def _as_float(value: Any) -> float:
     return float(value)
 
 
-def last_evaluation(record: TrialRecord) -> dict:
-    """The last history entry that carries a validation score (`val_*`), or {}."""
+def _is_score_key(key: Any, objective: str) -> bool:
+    return str(key).startswith("val_") or key == objective
+
+
+def last_evaluation(record: TrialRecord, objective: str = "val_score") -> dict:
+    """The last history entry that carries a validation score (`val_*` or the objective), or {}."""
     for entry in reversed(record.history):
-        if any(str(k).startswith("val_") for k in entry):
+        if any(_is_score_key(k, objective) for k in entry):
             return entry
     return {}
 
 
-def trial_scores(record: TrialRecord) -> dict[str, float]:
+def trial_scores(record: TrialRecord, objective: str = "val_score") -> dict[str, float]:
     """final_scores, with keys it lacks taken from the last evaluation report."""
-    scores = {k: _as_float(v) for k, v in last_evaluation(record).items() if str(k).startswith("val_")}
+    scores = {k: _as_float(v) for k, v in last_evaluation(record, objective).items() if _is_score_key(k, objective)}
     scores.update({k: _as_float(v) for k, v in record.final_scores.items()})
     return scores
 
 
 def infer_tasks(records: list[TrialRecord], objective: str) -> list[str]:
-    """Task names from `val_<task>` keys seen in any trial (val_score, val_loss and the objective excluded)."""
+    """Task names from `val_<task>` keys seen in any trial (NON_TASK_KEYS and the objective excluded)."""
     seen: dict[str, None] = {}
     for record in records:
-        for key in trial_scores(record):
+        for key in trial_scores(record, objective):
             if key.startswith("val_") and key not in NON_TASK_KEYS and key != objective:
                 seen[key[len("val_"):]] = None
     return sorted(seen)
@@ -213,7 +217,7 @@ def rank_trials(records: list[TrialRecord], objective: str, mode: str = "max") -
     then the rest by trial id with rank None."""
     rows = []
     for record in records:
-        scores = trial_scores(record)
+        scores = trial_scores(record, objective)
         value = scores.get(objective, math.nan)
         rows.append({"record": record, "scores": scores, "objective": value,
                      "rankable": record.status != "error" and _finite(value)})
