@@ -35,6 +35,9 @@ class TaskDefinition(BaseModel):
         """Samples of `split` ("train" | "valid" | "test"), the first `limit` if given."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} for task {self.name!r}; expected one of {SPLITS}")
+        from .split_guard import check  # every split read passes here: a sweep trial may not read test
+
+        check(self.name, split)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         samples = self.loader(split, Path(data_dir) if data_dir is not None else None)
