@@ -31,10 +31,10 @@ import torch
 
 from finadapt.evaluate.parsing import parse_choice_compat
 from finadapt.evaluate.predictor import FlarePredictor
-from finadapt.evaluate.runner import select_rows
 from finadapt.evaluate.scorer import encode_prompts, length_batches, split_head
 from finadapt.evaluate.wrappers import render_prompt
 from finadapt.tasks import load_samples
+from finadapt.tasks.selection import select_rows
 
 MODEL = "embedded:smollm2-135m-instruct"
 N_SAMPLES = int(os.environ.get("EVAL_BENCH_SAMPLES", "200"))

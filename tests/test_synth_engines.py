@@ -56,9 +56,9 @@ def test_embedded_teacher_end_to_end_with_provenance_and_report(tmp_path):
     assert set(report["tasks"]) == {"fpb", "fiqasa"} and (tmp_path / "report.png").stat().st_size > 10_000
     assert report["tasks"]["fpb"]["verifier_agreement"] is not None
     # the accepted file is training input as is
-    from finadapt.train.sft_data import read_extra_samples
+    from finadapt.tasks.flare_jsonl import read_samples
 
-    assert len(read_extra_samples(str(tmp_path / "synthetic.jsonl"))) == len(accepted)
+    assert len(read_samples(str(tmp_path / "synthetic.jsonl"))) == len(accepted)
 
 
 def test_vllm_engine_runs_through_ray_data_llm_on_cpu():

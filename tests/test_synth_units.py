@@ -9,7 +9,7 @@ import pytest
 from finadapt.data.decontaminate import DecontamConfig, build_eval_index
 from finadapt.synth import parse as P
 from finadapt.synth.config import SynthConfig
-from finadapt.synth.mix import MixError, mix_samples
+from finadapt.tasks.mixing import MixError, mix_samples
 from finadapt.synth.parse import LengthBounds, ParseReject, parse_generation
 from finadapt.synth.pipeline import parse_all, provenance
 from finadapt.synth.prompts import Request, TaskExamples, build_request, build_requests

@@ -4,7 +4,6 @@ parse per mode, compute metrics with confidence intervals, write the report.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ from finadapt.evaluate.metrics import task_metrics
 from finadapt.evaluate.parsing import parse_ner_compat, parse_ner_robust, parse_generation
 from finadapt.evaluate.predictor import FlarePredictor
 from finadapt.tasks import get_task, load_samples, register_task
+from finadapt.tasks.selection import select_rows
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +29,6 @@ class EvalRun:
     seconds: dict[str, float] = field(default_factory=dict)
     model_info: dict = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)  # {"task", "error"}: tasks whose spec or data was broken
-
-
-def select_rows(task: str, samples: list, limit: int | None, seed: int) -> list:
-    """A seeded subset that keeps file order; Headlines is limited by headline (all 9 questions kept)."""
-    if limit is None:
-        return samples
-    rng = random.Random(f"{seed}:{task}")
-    if get_task(task).kind == "headlines":
-        texts = sorted({s.text for s in samples})
-        keep = set(rng.sample(texts, min(limit, len(texts))))
-        return [s for s in samples if s.text in keep]
-    if len(samples) <= limit:
-        return samples
-    keep_idx = set(rng.sample(range(len(samples)), limit))
-    return [s for i, s in enumerate(samples) if i in keep_idx]
 
 
 def load_rows(cfg: EvalConfig, failures: list[dict] | None = None) -> list[dict]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from finadapt.synth.config import MixConfig, SynthConfig
+    from finadapt.synth.mix import write_mix
 
 
 def synthesize(cfg: "SynthConfig") -> dict:
@@ -39,26 +40,15 @@ def synthesize(cfg: "SynthConfig") -> dict:
     return {**header, **summary}
 
 
-def write_mix(cfg: "MixConfig") -> dict:
-    """Write the real + synthetic training set at the configured ratio; returns per-task counts."""
-    from finadapt.evaluate.runner import select_rows
-    from finadapt.synth.mix import mix_samples
-    from finadapt.synth.pipeline import write_jsonl
-    from finadapt.tasks import load_samples
-    from finadapt.train.sft_data import read_extra_samples
-
-    real = [s for t in cfg.tasks for s in select_rows(t, load_samples(t, "train"), cfg.limit_per_task, cfg.seed)]
-    synthetic = [s for uri in cfg.synthetic for s in read_extra_samples(uri)]
-    result = mix_samples(real, synthetic, cfg.ratio, cfg.seed, cfg.on_short)
-    write_jsonl(cfg.output, [s.to_row() for s in result.samples])
-    return result.per_task
-
-
 def __getattr__(name: str):
     if name in ("SynthConfig", "MixConfig"):
         from finadapt.synth import config
 
         return getattr(config, name)
+    if name == "write_mix":  # `finadapt mix`; loaded on use, like the configs
+        from finadapt.synth.mix import write_mix
+
+        return write_mix
     raise AttributeError(name)
 
 

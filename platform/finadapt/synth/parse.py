@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from finadapt.tasks import Sample, get_task
+from finadapt.tasks.ner import entities_answer
 from finadapt.tasks.prompts import NER_TYPES, fiqasa_query, fpb_query, headlines_query, ner_query
 
 # Reject reasons of the parse step (validate.py adds the corpus-level ones).
@@ -189,8 +190,6 @@ def parse_generation(request: dict, output: str, truncated: bool = False,
     _check_length(text, bounds)
     sample_id = sample_id or f"synth-{request['request_id']}"
     if task == "ner":
-        from finadapt.tasks.ner import entities_answer
-
         tokens, tags = ner_tags(text, obj.get("entities"), request["target"])
         text = " ".join(tokens)
         return ParsedGeneration(Sample(id=sample_id, task=task, query=ner_query(text),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from finadapt.tasks import Sample
+from finadapt.tasks.ner import bio_entities
 from finadapt.tasks.prompts import FIQASA_SOURCES, HEADLINE_QUESTIONS, NER_TYPES
 
 SYSTEM = ("You write realistic, varied training examples for financial NLP tasks. "
@@ -73,8 +74,6 @@ class TaskExamples:
             by_label.setdefault(_label_of(s), []).append(s)
         out = cls(task, list(samples), by_label)
         if task == "ner":
-            from finadapt.tasks.ner import bio_entities
-
             out.entities = [bio_entities(s.tokens, s.tags) for s in out.samples]
             for s, ents in zip(out.samples, out.entities):
                 if len(s.tokens) <= 40:
@@ -92,8 +91,6 @@ def _label_of(sample: Sample) -> str:
 def example_json(sample: Sample) -> str:
     """A real sample in the JSON shape the teacher must produce."""
     if sample.task == "ner":
-        from finadapt.tasks.ner import bio_entities
-
         entities = [{"type": typ, "text": text} for text, typ in bio_entities(sample.tokens, sample.tags)]
         return json.dumps({"entities": entities, "text": sample.text}, ensure_ascii=False)
     return json.dumps({"label": sample.answer, "text": sample.text}, ensure_ascii=False)

@@ -12,20 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import fiqasa, fpb, headlines, ner
-from .base import SPLITS, Sample
-from .definition import TaskDefinition
 from finadapt.errors import FinadaptError
 
+from .base import SPLITS, Sample
+from .definition import TaskDefinition
 from .jsonl import DataFormatError, read_jsonl
+from .materialize import BUILTIN_TASKS, materialize_all
 
 TASK_NAMES: tuple[str, ...] = ("fpb", "fiqasa", "headlines", "ner")
-BUILTIN_TASKS: dict[str, TaskDefinition] = {
-    "fpb": fpb.DEFINITION,
-    "fiqasa": fiqasa.DEFINITION,
-    "headlines": headlines.DEFINITION,
-    "ner": ner.DEFINITION,
-}
 _CUSTOM_TASKS: dict[str, TaskDefinition] = {}
 
 
@@ -74,13 +68,6 @@ def register_task(spec) -> TaskDefinition:
 def unregister_task(name: str) -> None:
     """Forget a registered custom task (no error if absent)."""
     _CUSTOM_TASKS.pop(name, None)
-
-
-def materialize_all(data_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Materialize every built-in split (see materialize.py); returns the split directory."""
-    from .materialize import materialize_all as _materialize_all
-
-    return _materialize_all(data_dir, force)
 
 
 __all__ = [

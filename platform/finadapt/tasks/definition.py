@@ -57,14 +57,3 @@ def normalize_lower(text: str) -> str:
     """Lower-cased, whitespace-normalized text (headline matching key)."""
     return normalize_text(text).lower()
 
-
-def materialized_loader(task: str) -> Loader:
-    """Loader for a built-in task: reads the materialized split (materializing it on first use)."""
-
-    def _load(split: str, data_dir: Optional[Path] = None) -> list[Sample]:
-        from .materialize import load_split  # late import: materialize imports the task modules
-
-        return load_split(task, split, data_dir)
-
-    _load.__name__ = f"load_{task}"
-    return _load

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Sample
-from .definition import TaskDefinition, materialized_loader, normalize_text
+from .definition import Loader, TaskDefinition, normalize_text
 from .jsonl import DataFormatError, read_jsonl
 from .prompts import FIQASA_CHOICES, FIQASA_SOURCES, FIQASA_TEMPLATE, fiqasa_query
 
@@ -78,16 +78,18 @@ def build_splits(data_dir: Path, seed: int) -> tuple[dict[str, list[Sample]], di
     return splits, notes
 
 
-DEFINITION = TaskDefinition(
-    name=NAME,
-    kind="classification",
-    choices=FIQASA_CHOICES,
-    metric="f1_weighted",
-    license=LICENSE,
-    citation=CITATION,
-    prompt_template=FIQASA_TEMPLATE,
-    description="FiQA-SA 3-class sentiment of financial headlines and microblog posts (FLARE split).",
-    source_files=SOURCE_FILES,
-    flare_exact_splits=("train", "valid", "test"),
-    loader=materialized_loader(NAME),
-)
+def definition(loader: Loader) -> TaskDefinition:
+    """FiQA-SA's task definition; its splits come through `loader` (the materialized cache)."""
+    return TaskDefinition(
+        name=NAME,
+        kind="classification",
+        choices=FIQASA_CHOICES,
+        metric="f1_weighted",
+        license=LICENSE,
+        citation=CITATION,
+        prompt_template=FIQASA_TEMPLATE,
+        description="FiQA-SA 3-class sentiment of financial headlines and microblog posts (FLARE split).",
+        source_files=SOURCE_FILES,
+        flare_exact_splits=("train", "valid", "test"),
+        loader=loader,
+    )

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from .base import Sample
-from .definition import TaskDefinition, materialized_loader, normalize_text
+from .definition import Loader, TaskDefinition, normalize_text
 from .jsonl import DataFormatError, read_jsonl
 from .prompts import FPB_CHOICES, FPB_TEMPLATE, fpb_query
 
@@ -98,16 +98,18 @@ def build_splits(data_dir: Path, seed: int) -> tuple[dict[str, list[Sample]], di
     return {"train": train, "valid": valid, "test": test}, notes
 
 
-DEFINITION = TaskDefinition(
-    name=NAME,
-    kind="classification",
-    choices=FPB_CHOICES,
-    metric="f1_weighted",
-    license=LICENSE,
-    citation=CITATION,
-    prompt_template=FPB_TEMPLATE,
-    description="Financial PhraseBank sentence sentiment (50% agreement); valid FLARE-exact, test seeded sample.",
-    source_files=SOURCE_FILES,
-    flare_exact_splits=("valid",),
-    loader=materialized_loader(NAME),
-)
+def definition(loader: Loader) -> TaskDefinition:
+    """FPB's task definition; its splits come through `loader` (the materialized cache)."""
+    return TaskDefinition(
+        name=NAME,
+        kind="classification",
+        choices=FPB_CHOICES,
+        metric="f1_weighted",
+        license=LICENSE,
+        citation=CITATION,
+        prompt_template=FPB_TEMPLATE,
+        description="Financial PhraseBank sentence sentiment (50% agreement); valid FLARE-exact, test seeded sample.",
+        source_files=SOURCE_FILES,
+        flare_exact_splits=("valid",),
+        loader=loader,
+    )

@@ -17,7 +17,7 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from .base import Sample
-from .definition import TaskDefinition, materialized_loader, normalize_lower
+from .definition import Loader, TaskDefinition, normalize_lower
 from .jsonl import DataFormatError, read_jsonl
 from .prompts import HEADLINE_COLUMNS, HEADLINES_CHOICES, HEADLINES_TEMPLATE, headlines_query
 
@@ -159,16 +159,18 @@ def build_splits(data_dir: Path, seed: int) -> tuple[dict[str, list[Sample]], di
     return splits, notes
 
 
-DEFINITION = TaskDefinition(
-    name=NAME,
-    kind="headlines",
-    choices=HEADLINES_CHOICES,
-    metric="avg_f1",
-    license=LICENSE,
-    citation=CITATION,
-    prompt_template=HEADLINES_TEMPLATE,
-    description="Gold news headlines, 9 yes/no questions; score = mean weighted F1 over the 9 types.",
-    source_files=SOURCE_FILES,
-    flare_exact_splits=(),
-    loader=materialized_loader(NAME),
-)
+def definition(loader: Loader) -> TaskDefinition:
+    """Headlines's task definition; its splits come through `loader` (the materialized cache)."""
+    return TaskDefinition(
+        name=NAME,
+        kind="headlines",
+        choices=HEADLINES_CHOICES,
+        metric="avg_f1",
+        license=LICENSE,
+        citation=CITATION,
+        prompt_template=HEADLINES_TEMPLATE,
+        description="Gold news headlines, 9 yes/no questions; score = mean weighted F1 over the 9 types.",
+        source_files=SOURCE_FILES,
+        flare_exact_splits=(),
+        loader=loader,
+    )

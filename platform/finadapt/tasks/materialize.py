@@ -19,12 +19,13 @@ import shutil
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from .. import __version__, paths
 from ..errors import InputNotFoundError
 from . import fiqasa, fpb, headlines, ner
 from .base import SPLITS, Sample
-from .definition import normalize_text
+from .definition import Loader, TaskDefinition, normalize_text
 from .jsonl import _missing_file, read_jsonl, write_jsonl
 
 SEED = 42
@@ -137,10 +138,10 @@ def _build(data_dir: Path, out: Path, fingerprint: str) -> None:
                 "count": len(splits[split]),
                 "flare_exact": sum(1 for s in splits[split] if s.flare_exact),
                 "distinct_texts": len({normalize_text(s.text) for s in splits[split]}),
-                "label_distribution": _label_distribution(mod.DEFINITION.kind, splits[split]),
+                "label_distribution": _label_distribution(BUILTIN_TASKS[name].kind, splits[split]),
                 "sha256": file_sha256(path),
             }
-        d = mod.DEFINITION
+        d = BUILTIN_TASKS[name]
         tasks[name] = {
             "kind": d.kind,
             "choices": list(d.choices),
@@ -203,3 +204,19 @@ def load_split(task: str, split: str, data_dir: str | os.PathLike | None = None)
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     path = materialize_all(data_dir) / task / f"{split}.jsonl"
     return [Sample.from_row(row) for _, row in read_jsonl(path)]
+
+
+def materialized_loader(task: str) -> Loader:
+    """Loader for a built-in task: reads the materialized split (materializing it on first use)."""
+
+    def _load(split: str, data_dir: Optional[Path] = None) -> list[Sample]:
+        return load_split(task, split, data_dir)
+
+    _load.__name__ = f"load_{task}"
+    return _load
+
+
+# The task modules own their raw parsing and metadata; their splits are served from the cache built here.
+BUILTIN_TASKS: dict[str, TaskDefinition] = {
+    name: mod.definition(materialized_loader(name)) for name, mod in BUILTIN_MODULES.items()
+}

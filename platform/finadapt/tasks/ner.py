@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import Sample
-from .definition import TaskDefinition, materialized_loader, normalize_text
+from .definition import Loader, TaskDefinition, normalize_text
 from .jsonl import DataFormatError, read_jsonl
 from .prompts import NER_TEMPLATE, NER_TYPES, ner_query
 
@@ -139,16 +139,18 @@ def build_splits(data_dir: Path, seed: int) -> tuple[dict[str, list[Sample]], di
     return {"train": train, "valid": valid, "test": test}, notes
 
 
-DEFINITION = TaskDefinition(
-    name=NAME,
-    kind="ner",
-    choices=(),
-    metric="entity_f1",
-    license=LICENSE,
-    citation=CITATION,
-    prompt_template=NER_TEMPLATE,
-    description="FinNER (SEC loan agreements): entity-level micro F1 over PER/ORG/LOC (seqeval).",
-    source_files=SOURCE_FILES,
-    flare_exact_splits=("valid", "test"),
-    loader=materialized_loader(NAME),
-)
+def definition(loader: Loader) -> TaskDefinition:
+    """FinNER's task definition; its splits come through `loader` (the materialized cache)."""
+    return TaskDefinition(
+        name=NAME,
+        kind="ner",
+        choices=(),
+        metric="entity_f1",
+        license=LICENSE,
+        citation=CITATION,
+        prompt_template=NER_TEMPLATE,
+        description="FinNER (SEC loan agreements): entity-level micro F1 over PER/ORG/LOC (seqeval).",
+        source_files=SOURCE_FILES,
+        flare_exact_splits=("valid", "test"),
+        loader=loader,
+    )

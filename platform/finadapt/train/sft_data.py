@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from finadapt.errors import InputError
-from finadapt.evaluate.runner import select_rows
 from finadapt.evaluate.wrappers import answer_separator, render_prompt
 from finadapt.tasks import load_samples
 from finadapt.tasks.base import Sample
-from finadapt.tasks.jsonl import DataFormatError
+from finadapt.tasks.flare_jsonl import read_samples
+from finadapt.tasks.mixing import mix_samples
+from finadapt.tasks.selection import select_rows
 from finadapt.train.batching import encode_sft
 from finadapt.train.config import SftData
 
@@ -83,23 +84,6 @@ def encode_samples(samples: list[Sample], tokenizer, template: str, max_length: 
     return out
 
 
-def read_extra_samples(uri: str) -> list[Sample]:
-    """FLARE-format JSONL (local or s3://), e.g. synthetic samples; a bad line names file and line."""
-    import json
-
-    from finadapt import storage
-
-    samples = []
-    for number, line in enumerate(storage.read_text(uri).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            samples.append(Sample.from_row(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, KeyError) as err:
-            raise DataFormatError(f"{uri}:{number}: not a FLARE sample ({err})") from err
-    return samples
-
-
 def training_samples(cfg: SftData, seed: int = 0) -> list[Sample]:
     """Training splits of the configured tasks (seeded subsets if limited) plus any extra JSONL."""
     samples: list[Sample] = []
@@ -109,16 +93,14 @@ def training_samples(cfg: SftData, seed: int = 0) -> list[Sample]:
             raise InputError(f"task {task!r} has no training samples")
         samples.extend(rows)
     if cfg.synthetic_jsonl:
-        from finadapt.synth.mix import mix_samples
-
-        synthetic = [s for uri in cfg.synthetic_jsonl for s in read_extra_samples(uri)]
+        synthetic = [s for uri in cfg.synthetic_jsonl for s in read_samples(uri)]
         mixed = mix_samples(samples, synthetic, cfg.synthetic_ratio, seed, cfg.synthetic_on_short)
         for task, counts in mixed.per_task.items():
             log.info("%s: %d real + %d synthetic (ratio %.3f)", task, counts["real"], counts["synthetic"],
                      counts["achieved_ratio"])
         samples = mixed.samples
     for uri in cfg.extra_jsonl:
-        extra = read_extra_samples(uri)
+        extra = read_samples(uri)
         log.info("added %d samples from %s", len(extra), uri)
         samples.extend(extra)
     return samples
