@@ -38,17 +38,21 @@ SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 96}  # NER: 192 (Sa
 
 
 def engine_config(kind: str, batch_size: int, server_url: str | None) -> dict:
-    """The three engines with the same batch size and one teacher replica each."""
+    """The three engines with the same batch size (one teacher replica each: `ray_config`)."""
     if kind == "hf":
-        return {"kind": "hf", "batch_size": batch_size, "concurrency": 1, "num_cpus_per_actor": 2}
+        return {"kind": "hf", "batch_size": batch_size}
     if kind == "vllm":
-        # one CPU of Ray accounting (the other stays free for the pre/post-processing tasks); with no
-        # reserved CPU vLLM's OpenMP threads use both cores, like the hf actor's torch threads
-        return {"kind": "vllm", "cpu": True, "num_cpus_per_engine": 1, "batch_size": batch_size, "concurrency": 1,
-                "max_model_len": 1024, "dtype": "float32", "enforce_eager": True, "log_engine_metrics": False,
+        return {"kind": "vllm", "cpu": True, "batch_size": batch_size, "max_model_len": 1024, "dtype": "float32", "enforce_eager": True, "log_engine_metrics": False,
                 "env_vars": {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}
     return {"kind": "openai", "base_url": server_url, "model": "teacher", "api": "completions",
-            "api_key_env": None, "batch_size": batch_size, "concurrency": 1}
+            "api_key_env": None, "batch_size": batch_size}
+
+
+def ray_config(kind: str) -> dict:
+    """One teacher replica per engine. vllm: one CPU of Ray accounting (the other stays free for the
+    pre/post-processing tasks); with no reserved CPU vLLM's OpenMP threads use both cores, like the hf
+    actor's torch threads."""
+    return {"workers": 1, "cpus_per_worker": 1 if kind == "vllm" else 2}
 
 
 def spread(values: list[float], digits: int = 3) -> dict:
@@ -144,8 +148,9 @@ def main() -> None:
     rows = []
     try:
         for kind in engines:
-            cfg = base.model_copy(update={"engine": SynthConfig.model_validate(
-                {"engine": engine_config(kind, args.batch_size, server_url)}).engine})
+            chosen = SynthConfig.model_validate({"engine": engine_config(kind, args.batch_size, server_url),
+                                                 "ray": ray_config(kind)})
+            cfg = base.model_copy(update={"engine": chosen.engine, "ray": chosen.ray})
             runs = []
             for i in range(repeats):
                 run = one_repeat(cfg, requests, reference)

@@ -249,9 +249,9 @@ def part_ray(s: Settings, workers: int) -> dict:
             "batch": {"batch_size": s.samples_per_step, "grad_accum": 1, "micro_batch_tokens": s.micro_batch_tokens},
             "max_steps": s.timed_steps + 1, "eval_every_steps": 10_000,
             "validation": {"tasks": ["fpb"], "limit": 4},
-            "scaling": {"num_workers": workers, "cpus_per_worker": max(1, s.threads // workers)},
+            "ray": {"workers": workers, "cpus_per_worker": max(1, s.threads // workers), "num_cpus": s.threads},
             "checkpoint": {"storage_path": f"{tmp}/ckpt", "name": "bench", "save_optimizer": False},
-            "output_dir": f"{tmp}/out", "num_cpus": s.threads})
+            "output_dir": f"{tmp}/out"})
         run_training(cfg)
         history = [json.loads(x) for x in Path(f"{tmp}/out/metrics.jsonl").read_text().splitlines()]
     timed = [h for h in history if "step_seconds" in h][1:]

@@ -23,7 +23,7 @@ tasks: [fpb, headlines]
 limit: 5
 ray:
   enabled: true
-  concurrency: 2
+  workers: 2
 output_dir: results/test
 """
 
@@ -52,7 +52,8 @@ def test_yaml_is_read_and_unset_fields_keep_defaults(cfg_file):
     assert cfg.model.device is None  # default inside a section that the file only partly sets
     assert cfg.tasks == ["fpb", "headlines"]
     assert cfg.limit == 5
-    assert cfg.ray.enabled is True and cfg.ray.concurrency == 2 and cfg.ray.batch_size == 256
+    assert cfg.ray.enabled is True and cfg.ray.workers == 2 and cfg.batch_rows == 256
+    assert cfg.ray.cpus_per_worker == 2  # evaluation's default, also when the file sets other ray keys
     assert cfg.output_dir == "results/test"
     assert cfg.bootstrap == 1000
 
@@ -67,7 +68,7 @@ def test_overrides_are_typed_and_merge_into_sections(cfg_file):
         "modes=[choice, robust]",
         "limit=7",
         "ray.enabled=false",
-        "ray.num_cpus_per_actor=0.5",
+        "ray.cpus_per_worker=0.5",
         "model.spec=embedded:smollm2-135m-instruct",
         "model.device=null",
         "generation.max_new_tokens_ner=32",
@@ -78,8 +79,8 @@ def test_overrides_are_typed_and_merge_into_sections(cfg_file):
     assert cfg.modes == ["choice", "robust"]
     assert cfg.limit == 7 and isinstance(cfg.limit, int)
     assert cfg.ray.enabled is False
-    assert cfg.ray.concurrency == 2  # the rest of the file's section survives an override inside it
-    assert cfg.ray.num_cpus_per_actor == 0.5
+    assert cfg.ray.workers == 2  # the rest of the file's section survives an override inside it
+    assert cfg.ray.cpus_per_worker == 0.5
     assert cfg.model.spec == "embedded:smollm2-135m-instruct"
     assert cfg.model.dtype == "float32"  # sibling key from the file kept
     assert cfg.model.device is None
@@ -128,7 +129,7 @@ def test_parse_override_types():
     ("wrapper=bogus", "wrapper"),
     ("modle.spec=x", "modle"),
     ("model.sepc=x", "model.sepc"),
-    ("ray.concurrency=0", "ray.concurrency"),
+    ("ray.workers=0", "ray.workers"),
     ("modes=[choice,bogus]", "modes.1"),
     ("modes=[]", "modes"),
     ("split=train", "split"),
@@ -148,10 +149,10 @@ def test_invalid_values_name_the_field_and_the_file(cfg_file, override, field):
 
 def test_invalid_value_inside_the_yaml_file(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("model:\n  spec: tiny-random\nray:\n  batch_size: 0\n")
+    path.write_text("model:\n  spec: tiny-random\nbatch_rows: 0\n")
     with pytest.raises(ConfigError) as info:
         load_config(EvalConfig, path)
-    assert str(path) in str(info.value) and "ray.batch_size:" in str(info.value)
+    assert str(path) in str(info.value) and "batch_rows:" in str(info.value)
     assert "(got 0)" in str(info.value)
 
 

@@ -48,7 +48,7 @@ def _config(fin_path: str, gen_path: str, out: str) -> CorpusConfig:
     return load_config(CorpusConfig, None, [
         f"inputs=[{{path: '{fin_path}', source: fin, domain: financial}}, {{path: '{gen_path}', source: gen, domain: general}}]",
         f"output_dir={out}", "pack.tokenizer=tiny-random", "pack.seq_len=128",
-        "mix.ratios={financial: 0.6, general: 0.4}", "near_dedup.threshold=0.7", "num_cpus=2"])
+        "mix.ratios={financial: 0.6, general: 0.4}", "near_dedup.threshold=0.7", "ray.num_cpus=2"])
 
 
 def _check(manifest: dict) -> None:

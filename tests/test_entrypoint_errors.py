@@ -2,6 +2,7 @@
 one line naming the place and exit code 2, also when the error was raised inside a Ray task."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_corpus_entrypoint_input_of_unknown_format_is_one_line_exit_2(tmp_path, 
     (folder / "notes.docx").write_text("not a format the corpus reads")
     config = tmp_path / "corpus.yaml"
     config.write_text(yaml.safe_dump({"inputs": [{"path": str(folder), "source": "mine", "domain": "financial"}],
-                                      "output_dir": str(tmp_path / "out"), "num_cpus": 1}))
+                                      "output_dir": str(tmp_path / "out"), "ray": {"num_cpus": 1}}))
 
     import ray
 
@@ -60,10 +61,22 @@ def test_corpus_entrypoint_input_of_unknown_format_is_one_line_exit_2(tmp_path, 
 
 
 @pytest.mark.parametrize("name", ["prepare_corpus", "synthesize", "pretrain", "sft", "evaluate"])
-def test_every_entrypoint_reports_finadapt_errors(name):
-    source = (ROOT / "pipelines" / f"{name}.py").read_text()
-    assert "except FinadaptError" in source and "report(err)" in source, (
-        f"pipelines/{name}.py lets finadapt errors escape as tracebacks")
+def test_every_entrypoint_reports_finadapt_errors(name, monkeypatch, capsys):
+    """Each entrypoint goes through `stages.run_entrypoint`, which turns a finadapt error raised by the
+    stage into one line and exit 2."""
+    from finadapt import stages
+
+    raised = StorageError(f"s3://b/{name}: unwritable")
+
+    def failing_run(cfg):
+        raise raised
+
+    for known in list(stages.STAGES.values()):
+        monkeypatch.setitem(stages.STAGES, known.name, dataclasses.replace(known, run=failing_run))
+    monkeypatch.chdir(ROOT)  # the stages' default configs are relative to the project root
+    code = _entrypoint(name).main([])
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert code == 2 and len(err) == 1 and f"s3://b/{name}: unwritable" in err[0], err
 
 
 def test_pretrain_entrypoint_without_shards_is_one_line_exit_2(tmp_path, capsys):

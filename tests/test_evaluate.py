@@ -15,7 +15,7 @@ import yaml
 from sklearn.metrics import f1_score
 
 from finadapt import paths, storage
-from finadapt.config import ConfigError, EvalConfig, ModelConfig, RayConfig
+from finadapt.config import ConfigError, EvalConfig, EvalRaySection, ModelConfig
 from finadapt.evaluate.api import evaluate
 from finadapt.tasks import TASK_NAMES, get_task, unregister_task
 from finadapt.tasks.prompts import HEADLINE_COLUMNS
@@ -41,7 +41,7 @@ def private_cache(tmp_path_factory):
 
 
 def _tiny_cfg(out: str, **kw) -> EvalConfig:
-    base = dict(model=ModelConfig(spec="tiny-random"), limit=3, ray=RayConfig(enabled=False), bootstrap=50,
+    base = dict(model=ModelConfig(spec="tiny-random"), limit=3, ray=EvalRaySection(enabled=False), bootstrap=50,
                 output_dir=out)
     base.update(kw)
     return EvalConfig(**base)
@@ -209,7 +209,7 @@ def test_ray_actor_pool_matches_in_process(ray_local, tmp_path, monkeypatch):
     from finadapt.evaluate import runner
 
     common = dict(tasks=["fpb"], limit=4, modes=["choice"], bootstrap=20)
-    ray_cfg = _tiny_cfg(str(tmp_path / "ray"), ray=RayConfig(enabled=True, num_cpus_per_actor=1, batch_size=2),
+    ray_cfg = _tiny_cfg(str(tmp_path / "ray"), ray=EvalRaySection(enabled=True, cpus_per_worker=1), batch_rows=2,
                         **common)
     local_cfg = _tiny_cfg(str(tmp_path / "local"), **common)
     with monkeypatch.context() as mp:  # the Ray run must not fall back to in-process scoring
@@ -329,7 +329,7 @@ def test_custom_task_floor_uses_the_task_metric(tmp_path):
 
 # --------------------------------------------------------------------------- CLI config errors
 @pytest.mark.parametrize("override, field", [("limit=-1", "limit"), ("bogus=1", "bogus"),
-                                             ("ray.concurrency=0", "ray.concurrency")])
+                                             ("ray.workers=0", "ray.workers")])
 def test_cli_invalid_override_exits_2_naming_the_field(override, field, tmp_path):
     result = _invoke(["eval", "--model", "tiny-random", "--no-ray", "-o", str(tmp_path / "never"),
                       "--set", override])

@@ -79,7 +79,7 @@ def test_evaluate_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
            "python", "pipelines/evaluate.py", "--config", "pipelines/configs/demo.yaml",
            "model.spec=tiny-random", "tasks=[fpb,headlines]", "limit=3", "task_limits={}", "modes=[choice,compat]",
            "bootstrap=20", "generation.max_new_tokens_classification=4", "generation.max_new_tokens_headlines=4",
-           "ray.num_cpus_per_actor=1", f"output_dir={out}"]
+           "ray.cpus_per_worker=1", f"output_dir={out}"]
     job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in (job.stdout + job.stderr).lower()
@@ -138,7 +138,7 @@ def test_training_stages_run_as_ray_jobs(ray_head, tmp_path):
     address, env = ray_head
     shards = write_shards(tmp_path / "corpus")
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--"]
-    common = ["model.dtype=auto", "scaling.cpus_per_worker=1", f"checkpoint.storage_path={tmp_path / 'ckpt'}"]
+    common = ["model.dtype=auto", "ray.cpus_per_worker=1", f"checkpoint.storage_path={tmp_path / 'ckpt'}"]
     pre = subprocess.run(submit + [
         "python", "pipelines/pretrain.py", "--config", "pipelines/configs/pretrain_demo.yaml", "model.spec=tiny-random",
         f"data.shards={shards}", "data.seq_len=32", "max_steps=3", "eval_every_steps=2", *common,
@@ -167,7 +167,7 @@ def test_synthesize_entrypoint_runs_as_a_ray_job(ray_head, tmp_path):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
            "python", "pipelines/synthesize.py", "--config", "pipelines/configs/synth.yaml", "tasks=[fpb,headlines]",
            "requests_per_task=3", "task_requests={}", "sampling.max_tokens=64", "verify.enabled=false",
-           "engine.num_cpus_per_actor=1", f"output_dir={out}"]
+           "ray.cpus_per_worker=1", f"output_dir={out}"]
     job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -23,10 +23,10 @@ def bench():
 def test_every_engine_gets_the_same_batch_size_and_one_replica(bench, batch_size):
     from finadapt.synth.config import SynthConfig
 
-    engines = [SynthConfig.model_validate({"engine": bench.engine_config(kind, batch_size, "http://127.0.0.1:1/v1")}).engine
-               for kind in ("hf", "vllm", "openai")]
-    assert [e.batch_size for e in engines] == [batch_size] * 3
-    assert [e.concurrency for e in engines] == [1, 1, 1]
+    cfgs = [SynthConfig.model_validate({"engine": bench.engine_config(kind, batch_size, "http://127.0.0.1:1/v1"),
+                                        "ray": bench.ray_config(kind)}) for kind in ("hf", "vllm", "openai")]
+    assert [c.engine.batch_size for c in cfgs] == [batch_size] * 3
+    assert [c.ray.workers for c in cfgs] == [1, 1, 1]
 
 
 def test_spread_reports_mean_min_max_stdev(bench):

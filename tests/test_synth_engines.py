@@ -116,8 +116,8 @@ def test_vllm_cpu_engine_that_would_starve_ray_data_is_refused():
     from finadapt.synth.engines import check_cpu_headroom
 
     with pytest.raises(EngineError, match="leave 0 of the cluster's 2 CPUs"):
-        check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=2))
-    check_cpu_headroom(VllmEngine(cpu=True, num_cpus_per_engine=1))
+        check_cpu_headroom(SynthConfig(engine=VllmEngine(cpu=True), ray={"cpus_per_worker": 2}))
+    check_cpu_headroom(SynthConfig(engine=VllmEngine(cpu=True), ray={"cpus_per_worker": 1}))
 
 
 def test_outputs_go_to_s3_and_mix_reads_them_back(s3_bucket, tmp_path):

@@ -91,7 +91,9 @@ def test_pipeline_entrypoint_override_reaches_the_resume_key(shards, tmp_path, c
     assert entry.main(["--config", str(file)]) == 2
     assert "seed: 0 -> 7" in capsys.readouterr().err
     seen = []
-    monkeypatch.setattr(entry, "run_stage", lambda cfg: seen.append(cfg.checkpoint.resume) or 0)
+    import finadapt.train.cli_support as cli_support
+
+    monkeypatch.setattr(cli_support, "run_stage", lambda cfg: seen.append(cfg.checkpoint.resume) or 0)
     assert entry.main(["--config", str(file), "checkpoint.resume=fresh"]) == 0 and seen == ["fresh"]
 
 
@@ -101,7 +103,7 @@ def test_default_run_names_differ_between_configs_and_repeat_for_the_same(shards
     def name(**extra):
         cfg = pretrain_cfg(shards, tmp_path, **extra)
         del cfg["checkpoint"]["name"]
-        return prepare(PretrainConfig.model_validate(cfg), use_ray=False)[0].checkpoint.name
+        return prepare(PretrainConfig.model_validate(cfg))[0].checkpoint.name
 
     base = name()
     assert base.startswith("pretrain-") and base == name()

@@ -58,7 +58,7 @@ def test_sft_mfu_counts_the_head_only_at_labelled_positions(tmp_path):
         "model": {"spec": "tiny-random"}, "data": {"tasks": ["fpb"], "limit_per_task": 8, "max_length": 256},
         "batch": {"batch_size": 8, "grad_accum": 1, "micro_batch_tokens": 1024}, "max_steps": 1,
         "validation": {"tasks": ["fpb"], "limit": 2}, "peak_flops": 1e12,
-        "scaling": {"num_workers": 0, "cpus_per_worker": 1},
+        "ray": {"enabled": False, "cpus_per_worker": 1},
         "checkpoint": {"storage_path": str(tmp_path / "ckpt")}, "output_dir": str(tmp_path / "out")})
     run_training(cfg, use_ray=False)
     (h,) = _history(tmp_path / "out")

@@ -76,7 +76,7 @@ def test_two_workers_train_with_ddp(ray_local, shards, tmp_path):
     """DDP for real: both workers hold the same weights after every step, and a two-worker step equals a
     one-worker step on the same global batch (here the whole 8-row training set is one step)."""
     common = dict(max_steps=2, eval_every_steps=1, batch__micro_batch_size=2, data__limit_sequences=8)
-    cfg = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path / "two", scaling__num_workers=2, **common))
+    cfg = PretrainConfig.model_validate(pretrain_cfg(shards, tmp_path / "two", ray__workers=2, **common))
     summary = run_training(cfg)
     assert summary["plan"]["rows_per_worker_step"] == 4  # 8 per step split over 2 workers
     assert summary["plan"]["steps_per_epoch"] == 1
@@ -151,7 +151,7 @@ def test_sft_on_real_task_data_with_response_only_loss(ray_local, tmp_path):
         "model": {"spec": "tiny-random"}, "data": {"limit_per_task": 12, "max_length": 512},
         "batch": {"batch_size": 8, "grad_accum": 1, "micro_batch_tokens": 2048}, "max_steps": 2,
         "eval_every_steps": 2, "validation": {"limit": 4, "task_limits": {"headlines": 1, "ner": 2}},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "ray": {"workers": 1, "cpus_per_worker": 1},
         "checkpoint": {"storage_path": str(tmp_path / "ckpt"), "name": "sft"}, "output_dir": str(tmp_path / "out")})
     summary = run_training(cfg)
     assert set(summary["data"]["per_task"]) == {"fpb", "fiqasa", "headlines", "ner"}
@@ -202,7 +202,7 @@ def test_cli_pretrain_without_ray_and_config_errors(shards, tmp_path):
     assert bad.exit_code == 2 and "micro_batch_size 5" in bad.output
     sets = [f"data.shards={shards}", "model.spec=tiny-random", "data.seq_len=null", "data.val_sequences=4",
             "batch.batch_size=4", "batch.grad_accum=1", "batch.micro_batch_size=2", "max_steps=1",
-            f"checkpoint.storage_path={tmp_path / 'ckpt'}", "scaling.cpus_per_worker=1"]
+            f"checkpoint.storage_path={tmp_path / 'ckpt'}", "ray.cpus_per_worker=1"]
     from pathlib import Path
 
     demo = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "pretrain_demo.yaml"

@@ -153,9 +153,9 @@ def test_paper_defaults():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["scaling.num_workers=3"], "cannot be split evenly over 3 workers"),
+    (["ray.workers=3"], "cannot be split evenly over 3 workers"),
     (["batch.micro_batch_size=5"], "cannot make the effective batch 128"),
-    (["scaling.num_workers=2", "batch.micro_batch_size=48"], "64 per worker is not a multiple of 48"),
+    (["ray.workers=2", "batch.micro_batch_size=48"], "64 per worker is not a multiple of 48"),
     (["optim.lr=-1"], "optim.lr"),
     (["batch.mirco_batch_size=4"], "mirco_batch_size"),
 ])

@@ -30,7 +30,7 @@ def pretrain_cfg(shards: Path, tmp: Path, **extra) -> dict:
         "model": {"spec": "tiny-random"}, "data": {"shards": str(shards), "val_sequences": 8},
         "batch": {"batch_size": 4, "grad_accum": 2, "micro_batch_size": 4}, "max_steps": 6,
         "eval_every_steps": 2, "optim": {"warmup_ratio": 0.0, "lr": 1e-3},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 1}, "num_cpus": 2,
+        "ray": {"workers": 1, "cpus_per_worker": 1, "num_cpus": 2},
         "checkpoint": {"storage_path": str(tmp / "ckpt"), "name": "run", "num_to_keep": 2},
         "output_dir": str(tmp / "out"),
     }

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import get_current_context
 
 from finadapt import errors
-from finadapt.config import ConfigError, EvalConfig, dump_config, load_config
+from finadapt.config import ConfigError, EvalConfig, dump_config
 
 TRACEBACK_KEY = "finadapt.show_traceback"
 
@@ -62,6 +62,24 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _build(stage: str, config: Optional[Path], overrides: list[str], values: dict[str, object]):
+    """Every stage command's config, through the stage registry: YAML file, then `--set key=value`
+    overrides (YAML values), then the command's flags as typed values (taken verbatim, never YAML)."""
+    from finadapt.stages import build_config
+
+    return build_config(stage, config, overrides, values)
+
+
+def _run(stage: str, cfg) -> None:
+    """Run `stage` on `cfg`; a non-zero exit code from the stage ends the command with it. Finadapt
+    errors are reported once, by _ReportingGroup (one line, exit 2 or 1)."""
+    from finadapt.stages import get_stage
+
+    code = get_stage(stage).run_function()(cfg)
+    if code:
+        raise typer.Exit(code)
+
+
 def eval_config_from_cli(config: Optional[Path], model: Optional[str], tasks: Optional[str],
                          task_file: list[str], limit: Optional[int], mode: Optional[str],
                          wrapper: Optional[str], split: Optional[str], output: Optional[str],
@@ -75,7 +93,7 @@ def eval_config_from_cli(config: Optional[Path], model: Optional[str], tasks: Op
     }
     if task_file and not tasks:
         values["tasks"] = []
-    return load_config(EvalConfig, config, overrides, values)
+    return _build("eval", config, overrides, values)
 
 @app.command("eval")
 def eval_command(
@@ -97,19 +115,8 @@ def eval_command(
     Exit 2 when a task's spec or data is broken: the other tasks are still evaluated and written,
     and results.json lists the broken ones under failed_tasks."""
     _setup_logging(verbose)
-    cfg = eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
-                               no_ray, overrides)
-    from finadapt.evaluate.api import evaluate
-
-    run, results = evaluate(cfg)
-    from finadapt.evaluate.report import markdown_table
-
-    typer.echo(markdown_table(results))
-    console.print(f"[green]wrote[/green] {cfg.output_dir}/results.json, results.md, results.png, predictions.jsonl")
-    for failed in results["failed_tasks"]:
-        typer.echo(f"failed task {failed['task']}: {' '.join(failed['error'].split())}", err=True)
-    if results["failed_tasks"]:
-        raise typer.Exit(2)
+    _run("eval", eval_config_from_cli(config, model, tasks, task_file, limit, mode, wrapper, split, output,
+                                      no_ray, overrides))
 
 @app.command("corpus")
 def corpus_command(
@@ -120,13 +127,7 @@ def corpus_command(
 ) -> None:
     """Build packed pre-training shards from raw corpora (ingest, filter, dedup, decontaminate, mix, pack)."""
     _setup_logging(verbose)
-    from finadapt.data.pipeline import CorpusConfig, run_corpus
-
-    cfg = load_config(CorpusConfig, config, overrides, {"output_dir": output})
-    manifest = run_corpus(cfg)
-    from finadapt.data.report import corpus_report_markdown
-
-    typer.echo(corpus_report_markdown(manifest))
+    _run("corpus", _build("corpus", config, overrides, {"output_dir": output}))
 
 
 def _train_command(stage: str, cls_name: str, help_text: str):
@@ -137,21 +138,16 @@ def _train_command(stage: str, cls_name: str, help_text: str):
                                     help=f"{cls_name} YAML"),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="report + best model dir (local or s3://)"),
         overrides: list[str] = typer.Option([], "--set", help="config override key.sub=value (repeatable)"),
-        no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray"),
+        no_ray: bool = typer.Option(False, "--no-ray", help="run the loop in this process, without Ray "
+                                    "(ray.enabled=false)"),
         fresh: bool = typer.Option(False, "--fresh", help="discard the checkpoints of an existing run of this "
                                    "name and start at step 0 (checkpoint.resume=fresh)"),
         verbose: bool = typer.Option(True, "--verbose/--quiet"),
     ) -> None:
         _setup_logging(verbose)
-        from finadapt import train
-        from finadapt.train.cli_support import run_stage
-
-        sets = list(overrides)  # -o is a typed value below, never parsed as YAML
-        sets += ["checkpoint.resume=fresh"] if fresh else []
-        cfg = load_config(getattr(train, cls_name), config, sets, {"output_dir": output})
-        # finadapt errors (a run name holding another config, an unwritable output, ...) are reported
-        # as one line by _ReportingGroup: ConfigError / StorageError exit 2
-        run_stage(cfg, use_ray=not no_ray)
+        values = {"output_dir": output, "ray.enabled": False if no_ray else None,
+                  "checkpoint.resume": "fresh" if fresh else None}
+        _run(stage, _build(stage, config, overrides, values))
 
     command.__doc__ = help_text
     return command
@@ -176,17 +172,10 @@ def synth_command(
 ) -> None:
     """Synthetic instructions: a teacher writes labelled examples; parsed, validated, deduplicated, decontaminated."""
     _setup_logging(verbose)
-    from finadapt.synth import synthesize
-    from finadapt.synth.config import SynthConfig
-    from finadapt.synth.report import markdown
-
     # --engine replaces the YAML's engine section (that engine's defaults); --set engine.x=... comes after it
     engine_sets = [f"engine={{kind: {json.dumps(engine)}}}"] if engine else []
-    cfg = load_config(SynthConfig, config, engine_sets + list(overrides),
-                      {"output_dir": output, "requests_per_task": requests})
-    summary = synthesize(cfg)
-    typer.echo(markdown(summary, summary))
-    typer.echo(f"written to {cfg.output_dir}")
+    _run("synth", _build("synth", config, engine_sets + list(overrides),
+                         {"output_dir": output, "requests_per_task": requests}))
 
 
 @app.command("mix")
@@ -256,19 +245,13 @@ def report_command(output_dir: str = typer.Argument(..., help="directory (or s3:
 
 
 @app.command("config")
-def config_command(stage: str = typer.Argument("eval"), config: Optional[Path] = typer.Option(None, "--config", "-c"),
+def config_command(stage: str = typer.Argument("eval", help="a registered stage: eval, corpus, synth, pretrain, "
+                                                 "sft, ..."),
+                   config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML (default: none, "
+                                                         "built-in defaults)"),
                    overrides: list[str] = typer.Option([], "--set")) -> None:
     """Print the resolved config of a stage (defaults + YAML + overrides)."""
-    from finadapt.data.pipeline import CorpusConfig
-    from finadapt.train import PretrainConfig, SftConfig
-
-    from finadapt.synth.config import SynthConfig
-
-    classes = {"eval": EvalConfig, "corpus": CorpusConfig, "pretrain": PretrainConfig, "sft": SftConfig,
-               "synth": SynthConfig}
-    if stage not in classes:
-        raise ConfigError(f"unknown stage {stage!r}; known: {sorted(classes)}")
-    typer.echo(dump_config(load_config(classes[stage], config, overrides)))
+    typer.echo(dump_config(_build(stage, config, overrides, {})))
 
 @model_app.command("fetch")
 def model_fetch(spec: str = typer.Argument("embedded:smollm2-135m-instruct")) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
@@ -89,13 +89,40 @@ class RaySection(StrictModel):
     gpus_per_worker: float = Field(0, ge=0, description="GPUs reserved per worker (0: CPU only)")
 
 
-class RayConfig(StrictModel):
-    enabled: bool = Field(True, description="score through a Ray Data actor pool (False: in-process)")
-    address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
-    concurrency: int = Field(1, ge=1, description="model-holding actors in the pool")
-    num_cpus_per_actor: float = Field(2, gt=0)
-    num_gpus_per_actor: float = Field(0, ge=0)
-    batch_size: int = Field(256, ge=1, description="rows per map_batches call (sorted by length inside)")
+class EvalRaySection(RaySection):
+    """Evaluation's scoring actors hold a model each: two CPUs per actor by default."""
+
+    cpus_per_worker: float = Field(2, gt=0, description="CPUs reserved per scoring actor")
+
+
+def _has_path(data: dict, dotted: str) -> bool:
+    """Whether `data` holds the dotted key (sections that are not mappings are skipped)."""
+    node: object = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+class RenamedKeyError(ConfigError):
+    """An old config key: the message names the new one (raised inside validation, reported as is)."""
+
+
+class StageConfig(StrictModel):
+    """Base of every stage config: `renamed_keys` (old dotted key -> new key) turns an old spelling
+    into an error naming the new one, instead of pydantic's generic "extra inputs" message."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            old = [key for key in cls.renamed_keys if _has_path(data, key)]
+            if old:
+                raise RenamedKeyError("; ".join(f"{key} was renamed to {cls.renamed_keys[key]}" for key in old))
+        return data
 
 
 class GenerationConfig(StrictModel):
@@ -110,7 +137,11 @@ class GenerationConfig(StrictModel):
         return getattr(self, f"max_new_tokens_{kind}")
 
 
-class EvalConfig(StrictModel):
+class EvalConfig(StageConfig):
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "ray.concurrency": "ray.workers", "ray.num_cpus_per_actor": "ray.cpus_per_worker",
+        "ray.num_gpus_per_actor": "ray.gpus_per_worker", "ray.batch_size": "batch_rows (top level)"}
+
     model: ModelConfig = ModelConfig()
     tasks: TaskNames = Field(["fpb", "fiqasa", "headlines", "ner"], description="built-in task names")
     task_files: list[str] = Field([], description="YAML specs of user-defined tasks (local or s3://)")
@@ -125,7 +156,9 @@ class EvalConfig(StrictModel):
     ner_last_token_quirk: bool = Field(True, description="reproduce FLARE's NER last-token bug in compat mode")
     generation: GenerationConfig = GenerationConfig()
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0 = off)")
-    ray: RayConfig = RayConfig()
+    batch_rows: int = Field(256, ge=1, description="rows per map_batches call (sorted by length inside)")
+    ray: EvalRaySection = Field(EvalRaySection(), description="scoring actors: workers x cpus/gpus_per_worker "
+                                "(enabled: false scores in-process)")
     output_dir: str = Field("results/eval", description="local dir or s3:// URI for results.json/.md/.png")
 
     @field_validator("modes")
@@ -221,6 +254,9 @@ def validate(cls: type[Cfg], data: dict, source: str) -> Cfg:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
+        renamed = [e["ctx"]["error"] for e in err.errors() if isinstance(e.get("ctx", {}).get("error"), RenamedKeyError)]
+        if renamed:
+            raise RenamedKeyError(f"{source}: " + "; ".join(str(r) for r in renamed)) from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
             for e in err.errors()

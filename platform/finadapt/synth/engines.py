@@ -114,8 +114,8 @@ def run_hf(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset":
                                    dtype=cfg.teacher.dtype, device=cfg.teacher.device,
                                    trust_remote_code=cfg.teacher.trust_remote_code),
         batch_size=engine.batch_size, batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=engine.concurrency),
-        num_cpus=engine.num_cpus_per_actor, num_gpus=engine.num_gpus_per_actor or None)
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray.workers),
+        num_cpus=cfg.ray.cpus_per_worker, num_gpus=cfg.ray.gpus_per_worker or None)
 
 
 # ---------------------------------------------------------------- vllm
@@ -139,12 +139,12 @@ def vllm_processor(cfg: "SynthConfig"):
         kwargs.setdefault("gpu_memory_utilization", 0.3)
     extra = {}
     if engine.cpu:  # without this each engine actor asks for a GPU and waits forever on a CPU cluster
-        extra["placement_group_config"] = {"bundles": [{"CPU": engine.num_cpus_per_engine}]}
+        extra["placement_group_config"] = {"bundles": [{"CPU": cfg.ray.cpus_per_worker}]}
     if engine.env_vars:
         extra["runtime_env"] = {"env_vars": dict(engine.env_vars)}
     config = vLLMEngineProcessorConfig(
         model_source=resolve_model_path(cfg.teacher.spec), engine_kwargs=kwargs,
-        batch_size=engine.batch_size, concurrency=engine.concurrency,
+        batch_size=engine.batch_size, concurrency=cfg.ray.workers,
         log_engine_metrics=engine.log_engine_metrics, chat_template_stage=False,
         tokenize_stage=False, detokenize_stage=False, **extra)
     sampling = cfg.sampling
@@ -168,22 +168,22 @@ def vllm_processor(cfg: "SynthConfig"):
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
 
-def check_cpu_headroom(engine: "VllmEngine") -> None:
+def check_cpu_headroom(cfg: "SynthConfig") -> None:
     """CPU engines hold their bundles for the whole run; the pre/post-processing tasks need a CPU
     beside them, or the dataset waits forever."""
     import ray
 
     total = ray.cluster_resources().get("CPU", 0)
-    held = engine.num_cpus_per_engine * engine.concurrency
-    if engine.cpu and total - held < 1:
-        raise EngineError(f"vllm on CPU: {engine.concurrency} engine(s) x {engine.num_cpus_per_engine} CPU leave "
+    held = cfg.ray.cpus_per_worker * cfg.ray.workers
+    if cfg.engine.cpu and total - held < 1:
+        raise EngineError(f"vllm on CPU: {cfg.ray.workers} engine(s) x {cfg.ray.cpus_per_worker:g} CPU leave "
                           f"{total - held:g} of the cluster's {total:g} CPUs for Ray Data's other tasks; lower "
-                          "engine.num_cpus_per_engine or engine.concurrency (vLLM's threads still use every core "
+                          "ray.cpus_per_worker or ray.workers (vLLM's threads still use every core "
                           "with env_vars: {VLLM_CPU_NUM_OF_RESERVED_CPU: '0'})")
 
 
 def run_vllm(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset":
-    check_cpu_headroom(cfg.engine)
+    check_cpu_headroom(cfg)
     return vllm_processor(cfg)(ds.select_columns(["request_id", "task", "prefix", "prompt", "seed", "max_tokens"]))
 
 
@@ -244,7 +244,7 @@ def run_openai(ds: "ray.data.Dataset", cfg: "SynthConfig") -> "ray.data.Dataset"
     config = HttpRequestProcessorConfig(
         url=endpoint(engine.base_url, "chat/completions" if chat else "completions"),
         headers=headers, qps=engine.qps, max_retries=engine.max_retries,
-        batch_size=engine.batch_size, concurrency=engine.concurrency)
+        batch_size=engine.batch_size, concurrency=cfg.ray.workers)
     sampling = cfg.sampling
 
     def preprocess(row: dict) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from finadapt import storage
+from finadapt.ray_connect import connect
 from finadapt.synth.config import SynthConfig
 from finadapt.synth.parse import LengthBounds, ParseReject, parse_generation
 from finadapt.synth.prompts import Request, TaskExamples, build_requests, render_prompts
@@ -36,13 +37,6 @@ class SynthRun:
     total_seconds: float = 0.0
     generated_tokens: int = 0
     verified: bool = False
-
-
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
 
 
 def prepare_requests(cfg: SynthConfig, real: dict[str, list[Sample]]) -> list[Request]:
@@ -74,7 +68,7 @@ def generate_outputs(cfg: SynthConfig, requests: list[Request]) -> list[dict]:
 
     from finadapt.synth.engines import generate
 
-    _init_ray(cfg.ray_address)
+    connect(cfg.ray)
     ds = ray.data.from_items([r.to_row() for r in requests])
     return [dict(row) for row in generate(ds, cfg).take_all()]
 
@@ -134,16 +128,16 @@ def reference_texts(cfg: SynthConfig, real: dict[str, list[Sample]]) -> Referenc
 
 def verify_labels(cfg: SynthConfig, samples: list[Sample]) -> dict[str, int]:
     """Predicted label index per classification sample id, by the verifier through the eval harness."""
-    from finadapt.config import EvalConfig, RayConfig
+    from finadapt.config import EvalConfig, EvalRaySection
     from finadapt.evaluate.runner import predict_with_ray
 
     rows = [{**s.to_row(), "kind": get_task(s.task).kind} for s in samples if s.task != "ner"]
     if not rows:
         return {}
     model = cfg.verify.model or cfg.teacher
-    eval_cfg = EvalConfig(model=model, modes=["choice"], ray=RayConfig(address=cfg.ray_address,
-                                                                        batch_size=cfg.verify.batch_size))
-    _init_ray(cfg.ray_address)
+    eval_cfg = EvalConfig(model=model, modes=["choice"], batch_rows=cfg.verify.batch_size,
+                          ray=EvalRaySection(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus))
+    connect(cfg.ray)
     return {o["id"]: int(o["choice_pred"]) for o in predict_with_ray(eval_cfg, rows)}
 
 

@@ -7,8 +7,8 @@ from finadapt.train.config import TrainConfig
 from finadapt.train.run import run_training
 
 
-def run_stage(cfg: TrainConfig, use_ray: bool = True) -> int:
-    summary = run_training(cfg, use_ray=use_ray)
+def run_stage(cfg: TrainConfig) -> int:
+    summary = run_training(cfg)
     best = {k: v for k, v in summary["best_metrics"].items() if k.startswith("val_") or k in ("step", "loss")}
     print(json.dumps({"stage": summary["stage"], "plan": summary["plan"], "best": best,
                       "best_model_dir": summary["best_model_dir"],

@@ -6,11 +6,15 @@ The per-worker micro-batch only decides memory: the effective batch per optimize
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from finadapt.config import ConfigError, ModelConfig, StrictModel, TaskNames
+from finadapt.config import ConfigError, ModelConfig, RaySection, StageConfig, StrictModel, TaskNames
+
+
+# The score that picks each stage's best checkpoint (and that a sweep optimises).
+SCORE = {"pretrain": ("val_loss", "min"), "sft": ("val_score", "max")}
 
 
 class OptimConfig(StrictModel):
@@ -42,7 +46,7 @@ class BatchConfig(StrictModel):
             raise ConfigError(
                 f"batch: effective batch {self.batch_size} x {self.grad_accum} = {self.effective} cannot be "
                 f"split evenly over {num_workers} workers; change batch.batch_size, batch.grad_accum or "
-                f"scaling.num_workers")
+                f"ray.workers")
         return self.effective // num_workers
 
     def micro_steps(self, num_workers: int) -> int:
@@ -54,13 +58,6 @@ class BatchConfig(StrictModel):
                 f"cannot make the effective batch {self.effective} ({share} per worker is not a multiple of "
                 f"{self.micro_batch_size}); pick a micro_batch_size dividing {share}")
         return share // self.micro_batch_size
-
-
-class ScalingSection(StrictModel):
-    num_workers: int = Field(1, ge=0, description="Ray Train workers (0 = run the loop in the driver)")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1, gt=0)
-    threads_per_worker: int | None = Field(None, ge=1, description="torch intra-op threads (None: cpus_per_worker)")
 
 
 class CheckpointSection(StrictModel):
@@ -80,8 +77,15 @@ class FailureSection(StrictModel):
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)")
 
 
-class TrainConfig(StrictModel):
+class TrainConfig(StageConfig):
     """Shared by both stages; the stage-specific data section is in the subclasses."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "scaling.num_workers": "ray.workers (ray.enabled: false runs the loop in this process)",
+        "scaling.use_gpu": "ray.gpus_per_worker (> 0 trains on GPUs)",
+        "scaling.cpus_per_worker": "ray.cpus_per_worker",
+        "scaling.threads_per_worker": "threads_per_worker (top level)",
+        "ray_address": "ray.address", "num_cpus": "ray.num_cpus"}
 
     stage: Literal["pretrain", "sft"]
     model: ModelConfig = ModelConfig(dtype="auto")
@@ -96,16 +100,26 @@ class TrainConfig(StrictModel):
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig kwargs; None = full fine-tuning")
     compile: bool = Field(False, description="torch.compile the model (GPU mainly)")
     peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; None = measured (CPU)")
-    scaling: ScalingSection = ScalingSection()
+    ray: RaySection = Field(RaySection(), description="Ray Train workers (ray.workers, cpus/gpus_per_worker: "
+                            "gpus > 0 trains on GPUs); enabled: false runs the loop in this process")
+    threads_per_worker: int | None = Field(None, ge=1, description="torch intra-op threads (None: "
+                                           "ray.cpus_per_worker)")
     checkpoint: CheckpointSection = CheckpointSection()
     failure: FailureSection = FailureSection()
     output_dir: str = Field("runs/train/out", description="best model (HF dir), metrics, curves (local or s3://)")
-    ray_address: str | None = None
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all)")
+
+    @property
+    def workers(self) -> int:
+        """Processes sharing each optimizer step: ray.workers with Ray, one without."""
+        return self.ray.workers if self.ray.enabled else 1
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.ray.gpus_per_worker > 0
 
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":
-        workers = max(self.scaling.num_workers, 1)
+        workers = self.workers
         self.batch.per_worker(workers)
         if self.stage == "pretrain":
             self.batch.micro_steps(workers)

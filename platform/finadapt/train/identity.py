@@ -25,9 +25,11 @@ RECORD_FILE = "finadapt_run.json"
 META_FILE = "finadapt_checkpoint.json"  # same name as train.checkpoint.META_FILE (no torch import here)
 # Settings that do not change what a run computes: where results go, logging, validation cadence,
 # speed/memory knobs (micro-batching is token-weighted, tested equal), fault handling.
+# Of `ray`, only the worker count (it splits the batch) and GPU use are hashed: `ray.workers` is the
+# number of processes that train (1 with `ray.enabled: false`), so a run may resume with or without Ray.
 _NOT_HASHED = {"output_dir", "log_every_steps", "eval_every_steps", "peak_flops", "compile",
-               "gradient_checkpointing", "ray_address", "num_cpus", "checkpoint", "failure"}
-_NOT_HASHED_SUB = {"scaling": {"cpus_per_worker", "threads_per_worker"},
+               "gradient_checkpointing", "threads_per_worker", "checkpoint", "failure"}
+_NOT_HASHED_SUB = {"ray": {"enabled", "address", "num_cpus", "num_gpus", "cpus_per_worker"},
                    "batch": {"micro_batch_size", "micro_batch_tokens"}, "model": {"device"}}
 PLAN_KEYS = ("train_rows", "steps_per_epoch", "total_steps", "rows_per_worker_step")
 
@@ -66,6 +68,8 @@ def model_content(spec: str) -> str:
 def training_key(cfg, content: str | None = None) -> dict[str, Any]:
     """The flattened config entries that change the math of the run (see `_NOT_HASHED`)."""
     data = cfg.model_dump(mode="json")
+    if "ray" in data and hasattr(cfg, "workers"):
+        data["ray"]["workers"] = cfg.workers
     kept = {}
     for key, value in data.items():
         if key in _NOT_HASHED:

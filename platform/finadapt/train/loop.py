@@ -24,12 +24,11 @@ from finadapt.models import LoadedModel, load_model, resolve_dtype
 from finadapt.train import flops
 from finadapt.train.batching import length_grouped_micro_batches, packed_micro_batches
 from finadapt.train.checkpoint import load_train_state, save_checkpoint, unwrap
-from finadapt.train.config import PretrainConfig, SftConfig, TrainConfig
+from finadapt.train.config import SCORE, PretrainConfig, SftConfig, TrainConfig
 from finadapt.train.step import SelectedTokenLoss, StepRunner, build_optimizer, build_scheduler, evaluate_loss
 
 log = logging.getLogger("finadapt.train")
 
-SCORE = {"pretrain": ("val_loss", "min"), "sft": ("val_score", "max")}
 
 
 def config_from_dict(data: dict) -> TrainConfig:
@@ -38,7 +37,7 @@ def config_from_dict(data: dict) -> TrainConfig:
 
 # --------------------------------------------------------------------------- set-up
 def _device(cfg: TrainConfig, session) -> str:
-    if cfg.scaling.use_gpu and torch.cuda.is_available():
+    if cfg.use_gpu and torch.cuda.is_available():
         return f"cuda:{session.local_rank}"
     return "cpu"
 
@@ -113,7 +112,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, session, plan: dict, run: dict | None = None):
         self.cfg, self.session, self.plan = cfg, session, plan
         self.run = run or {}  # identity.RunInfo.as_worker_dict(): stamped on every checkpoint
-        threads = cfg.scaling.threads_per_worker or max(1, int(cfg.scaling.cpus_per_worker))
+        threads = cfg.threads_per_worker or max(1, int(cfg.ray.cpus_per_worker))
         torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed + session.rank)
         self.device = _device(cfg, session)

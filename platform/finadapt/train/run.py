@@ -12,6 +12,7 @@ from pathlib import Path
 
 from finadapt import storage
 from finadapt.config import ConfigError
+from finadapt.ray_connect import connect
 from finadapt.train import identity
 from finadapt.train.checkpoint import copy_model_files
 from finadapt.train.config import PretrainConfig, SftConfig, TrainConfig
@@ -40,6 +41,13 @@ def _storage_args(path: str) -> dict:
     return {"storage_path": str(Path(path).expanduser().resolve())}
 
 
+def worker_resources(cfg: TrainConfig) -> dict:
+    resources = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.ray.gpus_per_worker
+    return resources
+
+
 def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callbacks: list | None = None):
     """`callbacks`: Ray Train callbacks for the inner RunConfig (a Tune trial passes TuneReportCallback)."""
     import ray
@@ -47,9 +55,7 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray_address, num_cpus=cfg.num_cpus if cfg.ray_address is None else None,
-                 ignore_reinit_error=True)
+    connect(cfg.ray)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same rows per worker after a restart: resumable position
     datasets = {name: ray.data.from_arrow(table) for name, table in tables.items()}
@@ -57,8 +63,8 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan, "run": run.as_worker_dict()},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(
             name=cfg.checkpoint.name, **_storage_args(cfg.checkpoint.storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
@@ -105,13 +111,13 @@ def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update=update)
 
 
-def prepare(cfg: TrainConfig, use_ray: bool = True) -> tuple[TrainConfig, RunInfo]:
+def prepare(cfg: TrainConfig) -> tuple[TrainConfig, RunInfo]:
     """Everything checkable before data or a model is loaded: output locations are writable, the run
     name is set (default `<stage>-<config hash>`), and an existing run of that name may be resumed."""
     cfg = with_absolute_paths(cfg)
-    if not use_ray and storage.is_s3(cfg.checkpoint.storage_path):
-        raise ConfigError(f"checkpoint.storage_path {cfg.checkpoint.storage_path}: --no-ray keeps checkpoints "
-                          "on a local path; use a local storage_path or run with Ray")
+    if not cfg.ray.enabled and storage.is_s3(cfg.checkpoint.storage_path):
+        raise ConfigError(f"checkpoint.storage_path {cfg.checkpoint.storage_path}: ray.enabled: false (--no-ray) "
+                          "keeps checkpoints on a local path; use a local storage_path or run with Ray")
     storage.probe_writable(cfg.output_dir)
     storage.probe_writable(cfg.checkpoint.storage_path)
     key = identity.training_key(cfg)
@@ -121,20 +127,23 @@ def prepare(cfg: TrainConfig, use_ray: bool = True) -> tuple[TrainConfig, RunInf
     return cfg, identity.prepare_run(cfg, key)
 
 
-def run_training(cfg: TrainConfig, use_ray: bool = True, callbacks: list | None = None) -> dict:
-    """Train one stage; returns the summary written to `<output_dir>/summary.json`.
+def run_training(cfg: TrainConfig, use_ray: bool | None = None, callbacks: list | None = None) -> dict:
+    """Train one stage (through Ray Train, or in this process when `cfg.ray.enabled` is false);
+    returns the summary written to `<output_dir>/summary.json`.
 
+    `use_ray` overrides `cfg.ray.enabled` when given (kept for callers written against the old signature).
     `callbacks` go to Ray Train's RunConfig (Tune trials report through them); ignored without Ray."""
     t0 = time.perf_counter()
-    cfg, run = prepare(cfg, use_ray)
+    if use_ray is not None and use_ray != cfg.ray.enabled:
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"enabled": use_ray})})
+    cfg, run = prepare(cfg)
     tables, data_info = build_tables(cfg)
-    workers = max(cfg.scaling.num_workers, 1)
-    plan = plan_steps(cfg, tables["train"].num_rows, workers)
+    plan = plan_steps(cfg, tables["train"].num_rows, cfg.workers)
     identity.check_plan(cfg, run, plan)
     identity.write_record(run, cfg.stage, plan)
     log.info("%s data: %s; plan: %s; run %s", cfg.stage, {k: v for k, v in data_info.items() if "files" not in k},
              plan, run.directory)
-    if use_ray:
+    if cfg.ray.enabled:
         checkpoint, metrics, _ = fit_with_ray(cfg, tables, plan, run, callbacks)
         with checkpoint.as_directory() as directory:
             exported = copy_model_files(directory, storage.join(cfg.output_dir, "best"))

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from finadapt.config import EvalConfig, GenerationConfig, ModelConfig, RayConfig
+from finadapt.config import EvalConfig, EvalRaySection, GenerationConfig, ModelConfig
 from finadapt.evaluate.predictor import FlarePredictor
 from finadapt.evaluate.runner import run_evaluation
 from finadapt.models import LoadedModel
@@ -28,7 +28,7 @@ def eval_config(cfg: SftConfig) -> EvalConfig:
         model=ModelConfig(spec="training"), tasks=tasks, split="valid", limit=cfg.validation.limit,
         task_limits={k: v for k, v in cfg.validation.task_limits.items() if k in tasks},
         seed=cfg.seed, modes=["choice"], wrapper=validation_wrapper(cfg), max_length=cfg.data.max_length,
-        generation=GenerationConfig(max_new_tokens_ner=96), bootstrap=0, ray=RayConfig(enabled=False),
+        generation=GenerationConfig(max_new_tokens_ner=96), bootstrap=0, ray=EvalRaySection(enabled=False),
     )
 
 
