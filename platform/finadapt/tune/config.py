@@ -70,7 +70,6 @@ class SweepConfig(StrictModel):
     trial_resources: TrialResources = TrialResources()
     objective: ObjectiveSection = ObjectiveSection()
     final_test: FinalTestSection = FinalTestSection()
-    fail_fast: bool = Field(False, description="stop the sweep at the first failed trial (resume it later)")
     trial_env: dict[str, str] = Field({}, description="environment variables set in every trial process")
     ray: RaySection = RaySection()
 

@@ -6,6 +6,7 @@ highest ratio would fail trial after trial, minutes in. Here it fails at once, w
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -160,8 +161,8 @@ def build_tuner(sweep: Sweep, max_t: int, resume: bool = False):
                                     search_alg=search_alg(sweep), num_samples=sweep.cfg.num_samples,
                                     max_concurrent_trials=(sweep.cfg.max_concurrent_trials
                                                            if sweep.cfg.searcher == "optuna" else None)),
-        run_config=tune.RunConfig(name=sweep.cfg.name, **_storage(parent),
-                                  failure_config=tune.FailureConfig(fail_fast=sweep.cfg.fail_fast), verbose=1))
+        # No fail_fast: Ray 2.60 restores a fail_fast experiment without re-running its errored trials.
+        run_config=tune.RunConfig(name=sweep.cfg.name, **_storage(parent), verbose=1))
 
 
 # ---------------------------------------------------------------- placement groups (ray-project/ray#54305)
@@ -218,7 +219,10 @@ def _history(result) -> list[dict]:
 
 def to_record(result, sweep: Sweep, params_keys: list[str]) -> TrialRecord:
     trial_id = _trial_id(result)
-    config = result.config or {}
+    config = dict(result.config or {})
+    params_file = storage.join(str(result.path), "params.json")
+    if any(k not in config for k in params_keys) and storage.exists(params_file):
+        config.update(json.loads(storage.read_text(params_file)))  # a trial that failed before reporting
     params = {k: _clean(config[k]) for k in params_keys if k in config}
     history = _history(result)
     steps_run = max((int(h["step"]) for h in history if "step" in h), default=0)
@@ -270,7 +274,7 @@ def fit(sweep: Sweep, resume: bool = False) -> tuple[list[TrialRecord], dict]:
     t0 = time.perf_counter()
     try:
         grid = tuner.fit()
-    except Exception as err:  # noqa: BLE001 - Tune raises TuneError on fail_fast
+    except Exception as err:  # noqa: BLE001 - TuneError: the experiment itself failed (trials may have run)
         from ray.tune.error import TuneError
 
         if not isinstance(err, TuneError):
@@ -286,6 +290,10 @@ def fit(sweep: Sweep, resume: bool = False) -> tuple[list[TrialRecord], dict]:
 
 
 def tune_results(sweep: Sweep):
-    from ray import tune
+    """The sweep's results read from its experiment state, without restoring the Tuner (a restore
+    would save the state again, with its own idea of the errored trials)."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
 
-    return tune.Tuner.restore(sweep.root, trainable(sweep)).get_results()
+    parent = sweep.root.rsplit("/", 1)[0]
+    extra = {"storage_filesystem": _storage(parent)["storage_filesystem"]} if storage.is_s3(parent) else {}
+    return ResultGrid(ExperimentAnalysis(sweep.root, **extra))
