@@ -11,7 +11,7 @@ from tune_fixtures import base_config, space_file, sweep_file, synthetic_pool
 from finadapt.config import load_config, validate
 from finadapt.train.config import SftConfig
 from finadapt.tune.config import load_sweep
-from finadapt.tune.runner import RECORDS_FILE
+from finadapt.tune.runner import RECORDS_FILE, live_placement_groups
 from finadapt.tune.space import apply_params
 from finadapt.tune.sweep import run_sweep
 from finadapt.tune.trial import FAIL_INDEX_ENV, READ_SPLIT_ENV
@@ -36,7 +36,10 @@ def test_asha_stops_the_diverging_trial_and_best_yaml_round_trips(tmp_path):
     space = space_file(tmp_path, {"optim.lr": {"grid": [1.0e-3, 50.0]}})  # the sane lr runs first
     sweep = load_sweep(sweep_file(tmp_path, space, base_config(tmp_path),
                                   final_test={"enabled": True, "limit": 4}))
+    before = set(live_placement_groups())
     out = run_sweep(sweep)
+    # a trial stopped by ASHA must not keep its Train placement group (ray-project/ray#54305)
+    assert not set(live_placement_groups()) - before
     good, bad = _by_lr(out["records"])[1.0e-3], _by_lr(out["records"])[50.0]
 
     assert (good.status, good.steps_run, good.planned_steps) == ("completed", 4, 4)

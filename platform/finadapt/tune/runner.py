@@ -179,9 +179,12 @@ def remove_leftover_placement_groups(before: set[str]) -> list[dict]:
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    leftovers = [{"id": pg_id, "name": info.get("name"), "state": info.get("state"),
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()  # a placement group id ends with its job's id:
+    leftovers = [{"id": pg_id, "name": info.get("name"), "state": info.get("state"),  # only this sweep's
                   "bundles": info.get("bundles")} for pg_id, info in live_placement_groups().items()
-                 if pg_id not in before]
+                 if pg_id not in before and pg_id.endswith(job)]
     for pg in leftovers:
         log.warning("placement group %s (%s, %s) left behind by the sweep: removing it", pg["id"], pg["name"],
                     pg["state"])
