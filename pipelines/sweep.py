@@ -6,9 +6,8 @@
 
 Arguments after the config are `key.sub=value` overrides of `finadapt.tune.config.SweepConfig`
 (`base_overrides=[...]` for the stage config). Give an absolute or s3:// storage_path under a job
-(it runs in a temporary copy of the working dir). To guard the trials' Ray Train workers against test
-reads on a cluster too, submit with --runtime-env-json '{"env_vars": {"FINADAPT_FORBIDDEN_SPLITS": "test"}}'
-(the sweep lifts it in the driver for the best model's single test scoring).
+(it runs in a temporary copy of the working dir). Trials and their Ray Train workers cannot read a
+test split (finadapt.tasks.split_guard); only the driver scores the best model on test, once.
 """
 import sys
 

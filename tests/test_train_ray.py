@@ -212,3 +212,20 @@ def test_cli_pretrain_without_ray_and_config_errors(shards, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "best" / "config.json").exists()
+
+
+def test_a_split_the_driver_may_not_read_is_forbidden_in_its_train_workers(ray_local, tmp_path, monkeypatch):
+    """A sweep trial forbids test reads in its own process; its Ray Train workers (other processes,
+    started by the raylet without the trial's environment) must inherit the ban. Shown with the valid
+    split, which only the workers read (rank 0 validates): the run must fail on that read."""
+    from finadapt.tasks import split_guard
+
+    monkeypatch.setenv(split_guard.ENV_VAR, "valid")
+    cfg = SftConfig.model_validate({
+        "model": {"spec": "tiny-random"}, "data": {"tasks": ["fpb"], "limit_per_task": 8, "max_length": 256},
+        "batch": {"batch_size": 8, "grad_accum": 1, "micro_batch_tokens": 2048}, "max_steps": 1,
+        "validation": {"tasks": ["fpb"], "limit": 2, "task_limits": {}},
+        "ray": {"workers": 1, "cpus_per_worker": 1}, "failure": {"max_failures": 0},
+        "checkpoint": {"storage_path": str(tmp_path / "ckpt"), "name": "guarded"}, "output_dir": str(tmp_path / "out")})
+    with pytest.raises(Exception, match="reading the 'valid' split is forbidden"):
+        run_training(cfg)

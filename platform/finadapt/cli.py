@@ -178,6 +178,16 @@ def synth_command(
                          {"output_dir": output, "requests_per_task": requests}))
 
 
+def _sweep_command():
+    """`finadapt sweep` lives with the sweep code (finadapt.tune.cli), imported only when it runs."""
+    from finadapt.tune.cli import sweep_command
+
+    return sweep_command
+
+
+app.command("sweep")(_sweep_command())
+
+
 @app.command("mix")
 def mix_command(
     synthetic: list[str] = typer.Option(..., "--synthetic", "-s", help="synthetic JSONL (repeatable, local or s3://)"),

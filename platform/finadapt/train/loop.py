@@ -320,6 +320,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_ray_report_log()
+    from finadapt.tasks import split_guard
+
+    split_guard.forbid(config.get("forbidden_splits") or [])  # before any data is read in this worker
     cfg = config_from_dict(config["cfg"])
     run = config.get("run") or {}
     Trainer(cfg, RaySession(resume_from=run.get("resume_from")), config["plan"], run=run).fit()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from finadapt import storage
 from finadapt.config import ConfigError
+from finadapt.tasks import split_guard
 from finadapt.ray_connect import connect
 from finadapt.train import identity
 from finadapt.train.checkpoint import copy_model_files
@@ -62,7 +63,9 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
     key, mode = SCORE[cfg.stage]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan, "run": run.as_worker_dict()},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan, "run": run.as_worker_dict(),
+                           # a split this driver may not read (a sweep trial: test) is forbidden in its workers too
+                           "forbidden_splits": sorted(split_guard.forbidden_splits())},
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(

@@ -17,7 +17,6 @@ from pathlib import Path
 from finadapt import storage
 from finadapt.config import ConfigError
 from finadapt.errors import FinadaptError
-from finadapt.tasks import split_guard
 from finadapt.train.config import SftConfig
 from finadapt.tune.config import Sweep
 from finadapt.tune.records import TrialRecord, save_records
@@ -65,18 +64,12 @@ def precheck(sweep: Sweep) -> int:
 
 # ---------------------------------------------------------------- Ray + Tuner
 def connect(sweep: Sweep) -> None:
-    """A Ray instance the sweep starts gets the split guard in every worker (trials, their Train
-    workers); on a cluster the trial process sets it itself (and the job's runtime env may add it)."""
-    import ray
-
+    """The sweep's Ray connection, like every stage's. The split guard needs no runtime env: each trial
+    forbids test reads in its own process and hands the ban to its Ray Train workers with the
+    training config (train.run.fit_with_ray), on a laptop and on a cluster alike."""
     from finadapt.ray_connect import connect as shared_connect
 
-    section = sweep.cfg.ray
-    if ray.is_initialized() or section.address or os.environ.get("RAY_ADDRESS"):
-        shared_connect(section)
-        return
-    ray.init(num_cpus=section.num_cpus, num_gpus=section.num_gpus, ignore_reinit_error=True,
-             runtime_env={"env_vars": {split_guard.ENV_VAR: "test"}})
+    shared_connect(sweep.cfg.ray)
 
 
 def _storage(root_parent: str) -> dict:
