@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
+.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo sweep-pool sweep-cpu job-sweep test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ eval-sft-demo: $(STAMP)
 # Synthetic instructions from the embedded teacher (hf engine), report in results/synth-demo.
 synth-demo: $(STAMP)
 	$(BIN)/finadapt synth -c pipelines/configs/synth.yaml -o results/synth-demo
+
+# Ray Tune sweep over synthetic ratio x learning rate on 2 cores (pool once, then 9 trials; --resume continues).
+sweep-pool: $(STAMP)
+	$(BIN)/finadapt synth -c pipelines/configs/synth_sweep_pool.yaml
+
+sweep-cpu: $(STAMP)
+	$(BIN)/finadapt sweep -c pipelines/configs/sweep_cpu.yaml
+
+# The same sweep as a Ray job (absolute paths: the job runs in a copy of the working dir without runs/).
+job-sweep: $(STAMP)
+	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
+	  -- python pipelines/sweep.py --config pipelines/configs/sweep_cpu.yaml storage_path=$(CURDIR)/runs/sweeps \
+	  'base_overrides=["data.synthetic_jsonl=[$(CURDIR)/runs/sweep-pool/synthetic.jsonl]"]'
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider; rc=$$?; \
