@@ -225,23 +225,28 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; a missing file, bad YAML or another top level is a
+    ConfigError naming the file (`what` says which kind of file was expected)."""
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(f"{what} {file} does not exist")
+    try:
+        data = yaml_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
 def load_config(cls: type[Cfg], path: str | Path | None = None, overrides: list[str] | None = None,
                 values: dict[str, object] | None = None) -> Cfg:
     """Read YAML (optional), apply `key=value` overrides, then `values` (dotted key -> typed value, from
     CLI flags: taken as given, never parsed as YAML; None entries skipped), validate.
     Errors name the field and the file."""
     source = str(path) if path else "<defaults>"
-    data: dict = {}
-    if path:
-        file = Path(path)
-        if not file.exists():
-            raise ConfigError(f"config file {file} does not exist")
-        try:
-            data = yaml_load(file.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{file}: not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
+    data: dict = read_yaml_mapping(path, "config file") if path else {}
     data = apply_overrides(data, overrides or [])
     for dotted, value in (values or {}).items():
         if value is not None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from finadapt.config import (ConfigError, RaySection, StrictModel, apply_overrides, validate, yaml_load)
+from finadapt.config import ConfigError, RaySection, StrictModel, apply_overrides, read_yaml_mapping, validate
 from finadapt.train.config import SftConfig
 from finadapt.tune.space import SearchSpace, load_space_file, validate_space
 
@@ -98,22 +98,10 @@ def _merge(low: dict, high: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, what: str) -> dict:
-    if not path.exists():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        data = yaml_load(path.read_text()) or {}
-    except Exception as err:  # yaml.YAMLError
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return data
-
-
 def load_base(cfg: SweepConfig) -> dict:
     """The base stage config as a dict (overrides applied), checked once by SftConfig."""
     source = cfg.base or "<SftConfig defaults>"
-    data = _read_yaml(Path(cfg.base), "base stage config") if cfg.base else {}
+    data = read_yaml_mapping(cfg.base, "base stage config") if cfg.base else {}
     data = apply_overrides(data, cfg.base_overrides)
     validate(SftConfig, data, source)
     return data
@@ -123,7 +111,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Read the sweep file, merge its space file's settings under it, apply overrides, validate the
     sweep, the base config and every edge of the space (before any trial starts)."""
     file = Path(path)
-    data = apply_overrides(_read_yaml(file, "sweep config"), list(overrides or []))
+    data = apply_overrides(read_yaml_mapping(file, "sweep config"), list(overrides or []))
     if "space" not in data:
         raise ConfigError(f"{file}: space: missing (a tune_spaces/*.yaml file)")
     settings, space = load_space_file(data["space"])

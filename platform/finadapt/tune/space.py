@@ -159,16 +159,11 @@ def validate_space(space: SearchSpace, base: dict) -> list[SftConfig]:
 
 def load_space_file(path: str | Path) -> tuple[dict, SearchSpace]:
     """(other top-level settings of the file, its search space)."""
-    from finadapt.config import yaml_load
+    from finadapt.config import read_yaml_mapping
 
     file = Path(path)
-    if not file.exists():
-        raise ConfigError(f"search space file {file} does not exist")
-    try:
-        data = yaml_load(file.read_text()) or {}
-    except Exception as err:  # yaml.YAMLError
-        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict) or "params" not in data:
+    data = read_yaml_mapping(file, "search space file")
+    if "params" not in data:
         raise ConfigError(f"{file}: a search space file needs a top-level `params:` mapping")
     settings = {k: v for k, v in data.items() if k != "params"}
     return settings, parse_space(data["params"], str(file))
