@@ -34,6 +34,11 @@ def pretrain_cfg(shards: Path, tmp: Path, **extra) -> dict:
         "checkpoint": {"storage_path": str(tmp / "ckpt"), "name": "run", "num_to_keep": 2},
         "output_dir": str(tmp / "out"),
     }
+    return with_extra(cfg, extra)
+
+
+def with_extra(cfg: dict, extra: dict) -> dict:
+    """`section__field=value` sets cfg[section][field]; a plain `key=value` sets cfg[key]."""
     for key, value in extra.items():
         section, _, field = key.partition("__")
         if field:

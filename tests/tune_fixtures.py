@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
+from train_fixtures import with_extra
 
 
 def base_config(tmp: Path, **extra) -> Path:
@@ -17,12 +18,7 @@ def base_config(tmp: Path, **extra) -> Path:
         "validation": {"tasks": ["fpb"], "limit": 8, "task_limits": {}},
         "ray": {"workers": 1, "cpus_per_worker": 1},
     }
-    for key, value in extra.items():
-        section, _, field = key.partition("__")
-        if field:
-            data.setdefault(section, {})[field] = value
-        else:
-            data[key] = value
+    with_extra(data, extra)
     path = tmp / "base.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
