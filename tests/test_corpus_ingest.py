@@ -277,3 +277,18 @@ def test_quarantine_writes_are_atomic(tmp_path):
     with pytest.raises(RuntimeError, match="worker died"):
         ingest_mod._write_quarantine(Dying(), ["a", "b"], str(qdir))
     assert not qdir.exists() or list(qdir.iterdir()) == []
+
+
+def test_max_records_reads_only_the_first_records_of_each_file(ray_local, tmp_path):
+    """A demo-sized corpus from the real files: the first N lines/rows of each jsonl or parquet file."""
+    (tmp_path / "many.jsonl").write_text(_jsonl([{"id": f"d{i}", "text": f"Doc number {i}."} for i in range(10)]))
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(2500)], "text": [f"Row {i}." for i in range(2500)]}),
+                   tmp_path / "many.parquet", row_group_size=700)
+    specs = [InputSpec(path=str(tmp_path / "many.jsonl"), source="j", domain="financial", max_records=3),
+             InputSpec(path=str(tmp_path / "many.parquet"), source="p", domain="general", max_records=1500)]
+    rows = _rows(ingest(specs, str(tmp_path / "q")).dataset)
+    assert sorted(r for r in rows if r.startswith("j-")) == ["j-d0", "j-d1", "j-d2"]
+    assert sorted(int(r[3:]) for r in rows if r.startswith("p-")) == list(range(1500))
+    unlimited = _rows(ingest([InputSpec(path=str(tmp_path / "many.jsonl"), source="j", domain="financial")],
+                             str(tmp_path / "q2")).dataset)
+    assert len(unlimited) == 10

@@ -97,6 +97,9 @@ class InputSpec(BaseModel):
         "quarantine", description="a file that cannot be read to its end (truncated gzip, corrupt parquet): "
         "quarantine = drop the whole file (records before the error too) and record it as 'corrupt_file'; "
         "fail = stop the run with one line naming the file")
+    max_records: int | None = Field(
+        None, ge=1, description="read only the first N lines/rows of each jsonl or parquet file of this input "
+        "(a demo-sized corpus from the real files; None: all)")
 
 
 @dataclass
@@ -202,7 +205,7 @@ def plan_inputs(specs: Sequence[InputSpec], skipped: list[dict[str, str]] | None
                 "file_uri": uri if storage.is_s3(uri) else os.path.abspath(uri), "rel": rel,
                 "format": fmt, "source": spec.source, "domain": spec.domain,
                 "text_field": spec.text_field, "id_field": spec.id_field, "on_corrupt": spec.on_corrupt_file,
-                "exclude": False,
+                "exclude": False, "max_records": spec.max_records or 0,
             })
         mine = [s["file"] for s in skipped if s["source"] == spec.source]
         if mine:
@@ -290,10 +293,13 @@ def _file_error(rows: _Rows, line: int, exc: BaseException) -> Iterator[pa.Table
 
 def _read_jsonl(rows: _Rows) -> Iterator[pa.Table]:
     uri = rows.task["file_uri"]
+    limit = rows.task.get("max_records") or 0
     line = 0
     try:
         with storage.open_input(uri) as f:
             for line, raw_bytes in enumerate(f, start=1):
+                if limit and line > limit:
+                    break
                 if not raw_bytes.strip():
                     continue  # blank lines separate nothing and hold no record
                 try:
@@ -325,10 +331,13 @@ def _read_parquet(rows: _Rows) -> Iterator[pa.Table]:
             pf = pq.ParquetFile(f)
             columns = [c for c in dict.fromkeys([task["text_field"], task["id_field"]]) if c in pf.schema_arrow.names]
             for batch in pf.iter_batches(batch_size=ROWS_PER_OUTPUT, columns=columns):
-                for record in batch.to_pylist():
+                limit = task.get("max_records") or 0
+                for record in batch.to_pylist()[:max(0, limit - line) if limit else None]:
                     line += 1
                     _record(rows, line, record, json.dumps(record, ensure_ascii=False, default=str))
                 yield rows.flush()
+                if limit and line >= limit:
+                    return
     except _FILE_ERRORS as exc:
         yield from _file_error(rows, line, exc)
 
