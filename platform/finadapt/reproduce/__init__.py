@@ -1,0 +1,1 @@
+"""`finadapt reproduce`: the paper's whole study as keyed, resumable steps, and its report."""
