@@ -1,12 +1,13 @@
 # Two commands set up and run everything on a fresh machine:
-#   make demo   — create .venv, fetch the embedded model, evaluate it zero-shot on the four FLARE tasks
+#   make demo   — create .venv, fetch the embedded model, run the whole paper at toy size (reproduce_demo:
+#                 corpus, synthetic pool, stage 1, the ablation rows (a)-(f), FLARE scores) and print the table
 #   make test   — create .venv, run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo sweep-pool sweep-cpu job-sweep test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
+.PHONY: setup demo eval-demo reproduce-cpu job-reproduce demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo sweep-pool sweep-cpu job-sweep test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +20,23 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/finadapt reproduce -c pipelines/configs/reproduce_demo.yaml
+
+# Zero-shot FLARE evaluation of the embedded model on seeded test subsets (the former `make demo`).
+eval-demo: $(STAMP)
 	$(BIN)/python pipelines/evaluate.py --config pipelines/configs/demo.yaml
+
+# The CPU study (~2.5-3 h on 2 cores, resumable; each finished step is committed under results/reproduce-cpu).
+# MAX_MINUTES=90 make reproduce-cpu starts no new step after 90 minutes; run it again to continue.
+reproduce-cpu: $(STAMP)
+	$(BIN)/finadapt reproduce -c pipelines/configs/reproduce_cpu.yaml $(if $(MAX_MINUTES),--max-minutes $(MAX_MINUTES))
+
+# The same study as a Ray job (absolute paths: the job runs in a copy of the working dir without .git or runs/).
+job-reproduce: $(STAMP)
+	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
+	  -- python pipelines/reproduce.py --config pipelines/configs/reproduce_cpu.yaml \
+	  results_dir=$(CURDIR)/results/reproduce-cpu work_dir=$(CURDIR)/runs/reproduce-cpu \
+	  final.recipe_from=$(CURDIR)/results/sweep-cpu/best.yaml
 
 demo-full: $(STAMP)
 	$(BIN)/python pipelines/evaluate.py --config pipelines/configs/evaluate.yaml

@@ -102,7 +102,7 @@ def test_cli_and_entrypoint_build_the_same_config(stage, monkeypatch, tmp_path):
 
 
 def test_registry_lookup_registration_and_config_command(monkeypatch):
-    with pytest.raises(ConfigError, match="unknown stage 'bogus'; known: corpus, eval, pretrain, sft, synth"):
+    with pytest.raises(ConfigError, match="unknown stage 'bogus'; known: corpus, eval, pretrain, reproduce, sft, synth"):
         stages.get_stage("bogus")
     monkeypatch.setattr(stages, "STAGES", dict(stages.STAGES))
     extra = stages.register_stage(stages.Stage("probe", RaySection, lambda cfg: 0, ("x", "max")))

@@ -188,6 +188,16 @@ def _sweep_command():
 app.command("sweep")(_sweep_command())
 
 
+def _reproduce_command():
+    """`finadapt reproduce` lives with the reproduction code (finadapt.reproduce.cli)."""
+    from finadapt.reproduce.cli import reproduce_command
+
+    return reproduce_command
+
+
+app.command("reproduce")(_reproduce_command())
+
+
 @app.command("mix")
 def mix_command(
     synthetic: list[str] = typer.Option(..., "--synthetic", "-s", help="synthetic JSONL (repeatable, local or s3://)"),

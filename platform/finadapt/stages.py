@@ -145,5 +145,8 @@ for _stage in (
           "pipelines/configs/pretrain.yaml", "Stage 1: further pre-training on packed corpus shards"),
     Stage("sft", "finadapt.train.config:SftConfig", run_train, SCORE["sft"],
           "pipelines/configs/sft.yaml", "Stage 2: instruction tuning on FLARE training data"),
+    Stage("reproduce", "finadapt.reproduce.config:ReproduceConfig", "finadapt.reproduce.cli:run_reproduce_stage",
+          ("final_mean", "max"), "pipelines/configs/reproduce_demo.yaml",
+          "The paper end to end as keyed, resumable steps, and its ablation report"),
 ):
     register_stage(_stage)

@@ -189,13 +189,19 @@ class EvalNgramIndex:
 
 
 def eval_texts(tasks: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(task, eval id, text) of every protected sample, first id per distinct text."""
-    from finadapt.tasks import load_samples
+    """(task, eval id, text) of every protected sample, first id per distinct text.
+
+    The one reader of evaluation texts outside evaluation: decontamination must see them to remove them
+    from training data, so a split banned for training (a reproduction's training step, a sweep trial)
+    is readable here; what leaves is an n-gram index and near-copy references, never a training row."""
+    from finadapt.tasks import load_samples, split_guard
 
     out, seen = [], set()
     for task in tasks:
         for split in splits:
-            for s in load_samples(task, split):
+            with split_guard.allowed(split):
+                samples = load_samples(task, split)
+            for s in samples:
                 if s.text not in seen:  # Headlines: one sample per (headline, question)
                     seen.add(s.text)
                     out.append((task, s.id, s.text))

@@ -57,7 +57,8 @@ class CorpusConfig(StageConfig):
     decontamination: DecontamConfig = DecontamConfig()
     mix: MixConfig = MixConfig()
     pack: PackConfig = PackConfig()
-    shard_rows: int = Field(2048, ge=1, description="packed sequences per parquet shard (approximate)")
+    shard_rows: int = Field(2048, ge=1, description="packed sequences per parquet shard (at most; "
+                            "the last shard of a write task may hold fewer)")
     ray: RaySection = Field(RaySection(), description="where the stage's Ray Data pipeline runs (address, "
                             "num_cpus of a local instance)")
     disk_shuffle: bool = Field(
@@ -248,7 +249,9 @@ def _run_corpus(cfg: CorpusConfig, block: int) -> dict[str, Any]:
         batch_size=cfg.pack.batch_size, batch_format="numpy")  # streamed into the parquet writer
     shards_dir = storage.join(cfg.output_dir, "shards")
     fs, path = storage.filesystem_for(shards_dir)
-    packed.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.shard_rows)
+    # min and max: files of about shard_rows each (min alone lets one large block become a single file,
+    # leaving stage 1 no shard to hold out for validation)
+    packed.write_parquet(path, filesystem=fs, min_rows_per_file=cfg.shard_rows, max_rows_per_file=cfg.shard_rows)
     del packed, mixed
     shards = storage.list_files(shards_dir, suffix=".parquet") if storage.exists(shards_dir) else []
     n_sequences, n_tokens, n_docs = _shard_stats(shards)  # what was written, read back

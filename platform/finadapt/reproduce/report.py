@@ -387,7 +387,7 @@ def format_cell(cell: dict) -> str:
 
 def _row_label(name: str, row: dict, subset: str) -> str:
     seeds = f", {len(row['seeds'])} seeds" if len(row["seeds"]) > 1 else ""
-    test = f"test subset ({subset})" if row["test"] == "subset" else "full test"
+    test = "test subset" if row["test"] == "subset" else "full test"  # its rows per task: the n column
     return f"({name}) {row['label']} — {test}{seeds}"
 
 

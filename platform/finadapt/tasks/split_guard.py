@@ -38,6 +38,20 @@ def forbid(splits: Iterable[str]) -> None:
 
 
 @contextlib.contextmanager
+def forbidden(splits: Iterable[str]) -> Iterator[None]:
+    """Forbid `splits` for a block (a reproduction's training, synthesis and corpus steps), then restore."""
+    before = os.environ.get(ENV_VAR)
+    forbid(splits)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
+@contextlib.contextmanager
 def allowed(split: str) -> Iterator[None]:
     """Lift the ban on `split` for a block: the sweep driver's single, deliberate test scoring."""
     before = os.environ.get(ENV_VAR)
