@@ -22,10 +22,12 @@ from finadapt.tasks import split_guard
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "reproduce_demo.yaml"
 FAIL_AT = "eval-c-s0"
-TINY_EVAL = {"limit": 4, "task_limits": {"headlines": 1, "ner": 2}, "bootstrap": 20,
+# Training and scoring in-process (ray.enabled: false) keep the module fast; the corpus and the teacher
+# still run on Ray, and make demo runs every stage through Ray.
+TINY_EVAL = {"limit": 4, "task_limits": {"headlines": 1, "ner": 2}, "bootstrap": 20, "ray.enabled": False,
              "generation": {"max_new_tokens_classification": 6, "max_new_tokens_headlines": 4,
                             "max_new_tokens_ner": 12}}
-TINY_SFT = {"data.limit_per_task": 3, "max_steps": 2, "eval_every_steps": 2,
+TINY_SFT = {"data.limit_per_task": 3, "max_steps": 2, "eval_every_steps": 2, "ray.enabled": False,
             "batch": {"batch_size": 2, "grad_accum": 1, "micro_batch_tokens": 1024},
             "validation": {"tasks": ["fpb", "ner"], "limit": 3, "task_limits": {}}}
 
@@ -38,7 +40,7 @@ def tiny_overrides(results: Path, work: Path) -> list[str]:
                "max_records": 60}]
     corpus = {"inputs": inputs, "pack.tokenizer": "tiny-random", "pack.seq_len": 64, "shard_rows": 400,
               "near_dedup.num_perm": 32}
-    pretrain = {"max_steps": 2, "eval_every_steps": 2, "data.val_sequences": 4, "data.seq_len": 64,
+    pretrain = {"max_steps": 2, "eval_every_steps": 2, "data.val_sequences": 4, "data.seq_len": 64, "ray.enabled": False,
                 "batch": {"batch_size": 2, "grad_accum": 1, "micro_batch_size": 2}}
     return [f"results_dir={results}", f"work_dir={work}", "commit=true", "base_model=tiny-random",
             "seeds=[0, 1]", f"corpus.set={json.dumps(corpus)}",
