@@ -261,3 +261,15 @@ def test_floor_prefers_a_full_test_row(tmp_path):
     report = build_report(str(build_dir(tmp_path / "res", skip=("eval-a",))))
     floor = report["tables"]["choice"]["majority_floor"]["ner"]
     assert floor["value"] == FULL_FLOOR and floor["source"].startswith("full test set (variant f")
+
+
+def test_a_claim_whose_scores_are_all_zero_is_not_measurable():
+    """NER at 0 everywhere (a model that never writes the entity format) confirms no claim."""
+    from finadapt.reproduce.report import CLAIMS, claim_verdict
+
+    cell = {"mean": 0.0, "spread": None, "ci95": [0.0, 0.0], "values": [0.0], "n": 98, "seeds_total": 1}
+    rows = {v: {"test": "subset", "cells": {"ner": dict(cell)}} for v in "bcde"}
+    claim = next(c for c in CLAIMS if c["id"] == "synthetic_not_ner")
+    assert claim_verdict(rows, claim, "compat")["verdict"].startswith("not measurable")
+    rows["c"]["cells"]["ner"] = {**cell, "mean": 0.30, "ci95": [0.25, 0.35]}
+    assert claim_verdict(rows, claim, "compat")["verdict"] != "not measurable (every compared score is 0)"

@@ -214,6 +214,7 @@ def compare(rows: dict, x: str, y: str, task: str) -> dict:
     if cx["mean"] is None or cy["mean"] is None:
         return out
     out["delta"] = cx["mean"] - cy["mean"]
+    out["values"] = [cx["mean"], cy["mean"]]
     out["threshold"] = max(b_spread or 0.0, cx["spread"] or 0.0, cy["spread"] or 0.0, _half_ci(cx), _half_ci(cy))
     if not out["same_test_set"]:
         out["outcome"] = "different test sets"
@@ -253,6 +254,9 @@ def claim_verdict(rows: dict, claim: dict, mode: str) -> dict:
     counts = {k: sum(c["outcome"] == k for c in comps) for k in ("higher", "lower", "within noise")}
     skipped = len(comps) - sum(counts.values())
     verdict = _verdict_from_counts(counts["higher"], counts["lower"], counts["within noise"], claim["null"])
+    judged = [c for c in comps if c["outcome"] in counts]
+    if judged and all(v == 0 for c in judged for v in c["values"]):
+        verdict = "not measurable (every compared score is 0)"  # a null claim is not confirmed by zeros
     pairs = " and ".join(f"{x} vs {y}" for x, y in claim["pairs"])
     text = (f"{claim['claim']} ({mode} mode, {pairs} on {', '.join(claim['tasks'])}): {verdict} — "
             f"{counts['higher']} higher beyond noise, {counts['lower']} lower beyond noise, "
