@@ -147,6 +147,13 @@ def bar_chart_png(results: dict) -> bytes:
     ax.set_ylabel("score (0-1)")
     ax.set_title(f"FLARE zero-shot: {results['model']['spec']} vs published (dashed: majority floor)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (laid out, closed): every report's charts are written this way."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

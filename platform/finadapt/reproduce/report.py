@@ -12,7 +12,6 @@ compared for a verdict; their deltas are shown flagged.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import statistics
@@ -555,8 +554,6 @@ def ablation_png(report: dict) -> bytes:
                  else "Ablation: no evaluation results yet")
     if rows:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from finadapt.evaluate.report import figure_png
+
+    return figure_png(fig)

@@ -38,10 +38,9 @@ def forbid(splits: Iterable[str]) -> None:
 
 
 @contextlib.contextmanager
-def forbidden(splits: Iterable[str]) -> Iterator[None]:
-    """Forbid `splits` for a block (a reproduction's training, synthesis and corpus steps), then restore."""
+def _restored() -> Iterator[None]:
+    """Whatever a block does to the ban, the variable is as before afterwards."""
     before = os.environ.get(ENV_VAR)
-    forbid(splits)
     try:
         yield
     finally:
@@ -52,18 +51,20 @@ def forbidden(splits: Iterable[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def forbidden(splits: Iterable[str]) -> Iterator[None]:
+    """Forbid `splits` for a block (a reproduction's training, synthesis and corpus steps), then restore."""
+    with _restored():
+        forbid(splits)
+        yield
+
+
+@contextlib.contextmanager
 def allowed(split: str) -> Iterator[None]:
     """Lift the ban on `split` for a block: the sweep driver's single, deliberate test scoring."""
-    before = os.environ.get(ENV_VAR)
-    rest = forbidden_splits() - {split}
-    if rest:
-        os.environ[ENV_VAR] = ",".join(sorted(rest))
-    else:
-        os.environ.pop(ENV_VAR, None)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV_VAR, None)
+    with _restored():
+        rest = forbidden_splits() - {split}
+        if rest:
+            os.environ[ENV_VAR] = ",".join(sorted(rest))
         else:
-            os.environ[ENV_VAR] = before
+            os.environ.pop(ENV_VAR, None)
+        yield
