@@ -120,6 +120,7 @@ def test_every_step_leaves_its_outputs_and_the_report(study):
                 "sft-b-s0": "summary.json", "sft-b-s1": "summary.json", "sft-f-s1": "summary.json",
                 "eval-a": "results.json", "eval-e-s0": "results.json", "eval-f-s0": "results.json"}
     assert plan["steps"][:4] == ["corpus", "synth", "eval-a", "pretrain"] and len(plan["steps"]) == 18
+    assert json.loads((results / "pretrain" / "step.json").read_text())["tokens"]["tokens_trained"] == 2 * 2 * 64
     for step in plan["steps"]:
         record = json.loads((results / step / "step.json").read_text())
         assert record["status"] == "done" and len(record["key"]) == 64 and record["wall_seconds"] > 0

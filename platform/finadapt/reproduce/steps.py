@@ -129,6 +129,11 @@ def run_stage(spec: StepSpec, cfg: BaseModel) -> tuple[dict[str, float], list[st
 
         summary = run_training(cfg)
         plan, data = summary["plan"], summary["data"]
+        if spec.kind == "pretrain":  # packed windows: every position is a trained token
+            window = cfg.data.seq_len or data.get("seq_len") or 0
+            trained = plan["total_steps"] * cfg.batch.effective * window
+            return {"optimizer_steps": plan["total_steps"], "train_rows": plan["train_rows"],
+                    "tokens_trained": trained}, []
         per_epoch = data.get("tokens") or 0
         share = min(1.0, plan["total_steps"] / plan["steps_per_epoch"]) if plan.get("steps_per_epoch") else 1.0
         epochs = share if getattr(cfg, "max_steps", None) else float(cfg.epochs)
