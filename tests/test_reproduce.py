@@ -127,6 +127,8 @@ def test_every_step_leaves_its_outputs_and_the_report(study):
         assert (results / step / "config.yaml").exists()
     for step, name in expected.items():
         assert (results / step / name).exists(), (step, name)
+    for step in ("pretrain", "sft-b-s0", "sft-e-s0"):  # finished: best model kept, resume checkpoints gone
+        assert (study["work"] / step / "best").is_dir() and not (study["work"] / "train" / step).exists()
     scores = json.loads((results / "eval-f-s1" / "results.json").read_text())["scores"]
     assert {s["task"] for s in scores} == {"fpb", "fiqasa", "headlines", "ner"}
     model = json.loads((results / "eval-d-s0" / "results.json").read_text())["model"]["spec"]

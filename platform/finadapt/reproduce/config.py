@@ -55,6 +55,9 @@ class ReproduceConfig(StageConfig):
     results_dir: str = Field("results/reproduce", description="small outputs of every step (committed)")
     work_dir: str = Field("runs/reproduce", description="shards, synthetic pool, checkpoints, model weights "
                           "(not committed; a step that needs a missing one re-creates it)")
+    keep_checkpoints: bool = Field(False, description="keep a finished training step's Ray Train checkpoints "
+                                   "(optimizer state, ~1.5 GB each for the 135M model); its exported best "
+                                   "model stays in the work dir either way")
     commit: bool = Field(False, description="git commit each step's results as soon as it finishes")
     base_model: str = Field("embedded:smollm2-135m-instruct", description="the model every row starts from "
                             "(row (a) scores it as is; stage 1 and the stage-2 rows without stage 1 train it)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,9 @@ class Reproduction:
         guard = split_guard.allowed("test") if spec.kind == "eval" else split_guard.forbidden(["test"])
         with guard:
             record = execute(spec, stage_cfg, key, self.layout, notes)
+        if spec.kind in ("pretrain", "sft") and not self.cfg.keep_checkpoints:
+            # finished: only its exported best model is read later; the checkpoints exist to resume it
+            shutil.rmtree(self.layout.work / "train" / spec.name, ignore_errors=True)
         if self.cfg.commit:
             git_commit([self.layout.results], f"reproduce {self.cfg.name}: {spec.name} "
                        f"({record.wall_seconds / 60:.1f} min){' [re-created]' if notes else ''}")
