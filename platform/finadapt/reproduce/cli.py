@@ -1,7 +1,6 @@
 """`finadapt reproduce` and the stage-registry run function behind `pipelines/reproduce.py`."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -49,10 +48,4 @@ def reproduce_command(
                                max_minutes=max_minutes)
     if code:
         raise typer.Exit(code)
-
-
-def entrypoint(argv: list[str] | None = None) -> int:
-    from finadapt.stages import run_entrypoint
-
-    return run_entrypoint("reproduce", argv if argv is not None else sys.argv[1:])
 

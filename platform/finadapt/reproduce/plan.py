@@ -7,6 +7,7 @@ scores, which exist only once they have run.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +117,6 @@ def validation_score(layout: Layout, step: str) -> float | None:
     path = layout.step_results(step) / TRAIN_SUMMARY
     if not path.exists():
         return None
-    import json
-
     value = json.loads(path.read_text()).get("best_metrics", {}).get("val_score")
     return float(value) if isinstance(value, (int, float)) else None
 
