@@ -208,3 +208,20 @@ def test_a_training_step_that_reads_a_test_split_fails(monkeypatch, tmp_path):
         "variants=[b]", "seeds=[0]", "commit=false"])
     with pytest.raises(StepFailed, match="sft-b-s0.*test.*forbidden"):
         run_reproduce(cfg)
+
+
+def test_building_step_configs_leaves_the_reproduction_config_unchanged():
+    """The committed reproduce.yaml is the user's config: building (f)'s and the variants' stage configs
+    (dotted overrides merged into nested `set:` sections) must not write the recipe into it."""
+    from finadapt.config import load_config
+    from finadapt.reproduce.config import ReproduceConfig
+    from finadapt.reproduce.plan import Layout, StepConfigs, plan_steps
+
+    cfg = load_config(ReproduceConfig, DEMO.with_name("reproduce_cpu.yaml"))
+    before = cfg.model_dump()
+    steps = plan_steps(cfg)
+    configs = StepConfigs(cfg, Layout.of(cfg), steps)
+    for spec in steps:
+        if spec.kind == "sft" and spec.variant in "bcde":
+            configs.build(spec)
+    assert cfg.model_dump() == before

@@ -7,6 +7,7 @@ scores, which exist only once they have run.
 """
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -108,8 +109,9 @@ def variants_summary(cfg: ReproduceConfig, steps: list[StepSpec]) -> dict[str, d
 
 # --------------------------------------------------------------------------- stage configs of the steps
 def stage_config(stage: str, source: StepSource, values: dict[str, Any]) -> BaseModel:
-    """The stage's own YAML + the reproduction's overrides + where the runner puts things."""
-    return build_config(stage, source.config, values={**source.set, **values})
+    """The stage's own YAML + the reproduction's overrides + where the runner puts things. A deep copy:
+    dotted values are merged into nested sections, which must not change the reproduction's config."""
+    return build_config(stage, source.config, values={**copy.deepcopy(source.set), **values})
 
 
 def validation_score(layout: Layout, step: str) -> float | None:
