@@ -38,7 +38,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=
 model_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect models.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Materialize and inspect the FLARE task splits.")
 app.add_typer(model_app, name="model")
+cluster_app = typer.Typer(no_args_is_help=True, help="KubeRay manifests: render them from the configs, validate them offline.")
+app.add_typer(model_app, name="model")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(cluster_app, name="cluster")
 console = Console()
 
 @app.callback()
@@ -304,6 +307,56 @@ def tasks_show(task: str, split: str = "test", n: int = 2) -> None:
 
     for sample in load_samples(task, split, limit=n):
         console.print(sample.to_row())
+
+@cluster_app.command("render")
+def cluster_render(
+    config: Path = typer.Option(Path("cluster/cluster.yaml"), "--config", "-c", help="ClusterConfig YAML"),
+    output: Path = typer.Option(Path("cluster/kuberay"), "--output", "-o", help="directory of the manifests"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when a file differs from a fresh render"),
+) -> None:
+    """Render raycluster.yaml and one rayjob-<job>.yaml per pipeline from the cluster config and each job's
+    stage config (worker counts from its `ray:` section); every manifest is validated before it is written."""
+    from finadapt.cluster import render
+
+    if check:
+        differ = render.check(config, output)
+        for line in differ:
+            typer.echo(line, err=True)
+        if differ:
+            typer.echo(f"re-render: {render.RENDER_COMMAND.format(config=config)} -o {output}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output}: up to date with {config}")
+        return
+    written, removed = render.render(config, output)
+    for path in written:
+        typer.echo(f"wrote {path}")
+    for path in removed:
+        typer.echo(f"removed {path} (no job renders it any more)")
+
+
+@cluster_app.command("validate")
+def cluster_validate(
+    files: Optional[list[Path]] = typer.Argument(None, help="manifests (default: cluster/kuberay/*.yaml)"),
+    kubernetes_version: Optional[str] = typer.Option(None, "--kubernetes-version", help="schema version of the pod "
+                                                     "templates (default: the cluster config's, 1.33)"),
+) -> None:
+    """Validate KubeRay manifests offline: the project's ray.io/v1 JSON schema, every pod template against the
+    Kubernetes schema (kubernetes-validate), and the project's rules. Exit 1 with one line per problem."""
+    from finadapt.cluster.config import DEFAULT_KUBERNETES_VERSION
+    from finadapt.cluster.validate import validate_file
+
+    paths = list(files or sorted(Path("cluster/kuberay").glob("*.yaml")))
+    if not paths:
+        raise ConfigError("no manifest to validate: give files, or render cluster/kuberay first")
+    problems = [p for path in paths for p in validate_file(path, kubernetes_version or DEFAULT_KUBERNETES_VERSION)]
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) in {len({p.file for p in problems})} of {len(paths)} manifest(s)",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{len(paths)} manifest(s) valid")
+
 
 def main() -> None:  # pragma: no cover
     app()
