@@ -67,7 +67,8 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
                            # a split this driver may not read (a sweep trial: test) is forbidden in its workers too
                            "forbidden_splits": sorted(split_guard.forbidden_splits())},
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=worker_resources(cfg)),
+                                     resources_per_worker=worker_resources(cfg),
+                                     placement_strategy=cfg.ray.placement_strategy),
         run_config=RunConfig(
             name=cfg.checkpoint.name, **_storage_args(cfg.checkpoint.storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
