@@ -340,7 +340,7 @@ def build_report(results_dir: str) -> dict:
     delta_modes = [m for m in DELTA_MODES if m in modes] or modes[:1]
     step_rows = [step_row(steps[s]) for s in plan["steps"]]
     return {
-        "name": plan.get("name", ""), "config_file": plan.get("config_file", ""), "results_dir": str(results_dir),
+        "name": plan.get("name", ""), "config_file": plan.get("config_file") or "reproduce.yaml", "results_dir": str(results_dir),
         "modes": modes, "test_subsets": plan.get("test_subsets") or {}, "subset_label": subset_label(plan),
         "variants": {v: {k: plan["variants"][v].get(k) for k in ("label", "test", "seeds", "train_steps",
                                                                     "eval_steps", "recipe")}
