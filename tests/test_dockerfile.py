@@ -105,3 +105,12 @@ def test_a_broken_dockerfile_fails_the_lint(tmp_path, what, edit, expected):
     assert expected in report, f"'{what}' was not caught:\n{report}"
     if expected.startswith("DL"):
         assert lint.returncode != 0
+
+
+def test_kubernetes_pods_run_as_the_images_user():
+    """cluster/cluster.yaml's run_as_user (every pod's runAsUser, with runAsNonRoot) is the image's USER."""
+    import yaml
+
+    users = [args for kind, args in instructions(DOCKERFILE.read_text()) if kind == "USER"]
+    cluster = yaml.safe_load((ROOT / "cluster" / "cluster.yaml").read_text())
+    assert users[-1].split(":")[0] == str(cluster["run_as_user"])
