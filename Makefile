@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo eval-demo reproduce-cpu job-reproduce demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo sweep-pool sweep-cpu job-sweep test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
+.PHONY: prometheus cluster-manifests cluster-check cluster-up cluster-down setup demo eval-demo reproduce-cpu job-reproduce demo-full corpus pretrain-demo sft-demo eval-sft-demo synth-demo sweep-pool sweep-cpu job-sweep test bench-eval bench-dedup bench-train bench-synth job-eval job-train job-synth clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,7 +72,13 @@ job-sweep: $(STAMP)
 	  -- python pipelines/sweep.py --config pipelines/configs/sweep_cpu.yaml storage_path=$(CURDIR)/runs/sweeps \
 	  'base_overrides=["data.synthetic_jsonl=[$(CURDIR)/runs/sweep-pool/synthetic.jsonl]"]'
 
-test: $(STAMP)
+# Prometheus (Debian's package) is the real scraper of the metrics test; installed once, as root or with sudo.
+prometheus:
+	@command -v prometheus >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	  || { echo "could not install Debian's prometheus package (the metrics test needs it)"; exit 1; }
+
+test: $(STAMP) prometheus
 	@$(BIN)/python -m pytest tests -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
@@ -108,6 +114,20 @@ job-train: $(STAMP)
 job-synth: $(STAMP)
 	$(BIN)/ray job submit --address $${RAY_ADDRESS:-http://127.0.0.1:8265} --working-dir . \
 	  -- python pipelines/synthesize.py --config pipelines/configs/synth.yaml output_dir=$(CURDIR)/results/synth-job
+
+# KubeRay manifests from cluster/cluster.yaml and the stage configs; cluster-check re-renders and validates.
+cluster-manifests: $(STAMP)
+	$(BIN)/finadapt cluster render
+
+cluster-check: $(STAMP)
+	$(BIN)/finadapt cluster render --check && $(BIN)/finadapt cluster validate
+
+# A local multi-node Ray cluster (head + 1 worker node, token auth) and its stop; see README "Run on a cluster".
+cluster-up: $(STAMP)
+	cluster/local/up.sh
+
+cluster-down:
+	cluster/local/down.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

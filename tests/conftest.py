@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+
+from finadapt.telemetry.prometheus import free_port
 
 
 def in_ci() -> bool:
@@ -35,10 +36,7 @@ def require_extra(module: str, extra: str):
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port  # the name the test modules import
 
 
 @dataclass

@@ -280,6 +280,10 @@ def _literal_secret(doc):
     env[index] = {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI"}
 
 
+def _root_pod(doc):
+    doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"].pop("securityContext")
+
+
 BROKEN = {
     "misspelled-field": (_misspelled, "schema", "rayjob-synth.yaml: spec.shutdownAfterJobFinshes: unknown field of "
                          "RayJobSpec (did you mean shutdownAfterJobFinishes?)"),
@@ -289,6 +293,8 @@ BROKEN = {
     "gpu-group-without-gpu-limit": (_no_gpu_limit, "rule", "rayjob-synth.yaml: spec.rayClusterSpec.workerGroupSpecs[0]"
                                     ".template.spec.containers[0].resources.limits: GPU worker group 'gpu' has no "
                                     "nvidia.com/gpu limit"),
+    "pod-may-run-as-root": (_root_pod, "rule", "rayjob-synth.yaml: spec.rayClusterSpec.headGroupSpec.template.spec"
+                            ".securityContext.runAsNonRoot: head: pods must set runAsNonRoot: true"),
     "secret-as-literal": (_literal_secret, "rule", "rayjob-synth.yaml: spec.rayClusterSpec.headGroupSpec.template.spec"
                           ".containers[0].env[3].value: AWS_SECRET_ACCESS_KEY is a credential written as a literal value"),
 }

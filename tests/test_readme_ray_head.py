@@ -11,11 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from cluster_fixtures import http_status
 from conftest import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +27,6 @@ def readme_head_line() -> str:
     lines = [line for block in blocks for line in block.splitlines() if "ray start --head" in line]
     assert lines, "README.md has no `ray start --head` line in a bash block"
     return lines[0]
-
-
-def _status(url: str, token: str | None) -> int:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
 
 
 @pytest.mark.slow
@@ -65,7 +53,7 @@ def test_readme_ray_head_has_token_auth_from_a_fresh_home(tmp_path):
         deadline = time.time() + 180
         while True:
             try:
-                code = _status(url, None)
+                code = http_status(url, None)
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
@@ -75,8 +63,8 @@ def test_readme_ray_head_has_token_auth_from_a_fresh_home(tmp_path):
         token_file = home / ".ray" / "auth_token"
         assert token_file.is_file(), "the README line must create the token on a fresh machine"
         token = token_file.read_text().strip()
-        assert _status(url, token) == 200
-        assert _status(url, "wrong-token") in (401, 403)
+        assert http_status(url, token) == 200
+        assert http_status(url, "wrong-token") in (401, 403)
         # The same shell (the line exports RAY_AUTH_MODE) can use the job CLI against that head.
         exports = "".join(f"export {m}; " for m in re.findall(r"export\s+(\w+=\S+)", line))
         jobs = subprocess.run(["bash", "-c", f"{exports}{BIN}/ray job list --address http://127.0.0.1:{dash}"],

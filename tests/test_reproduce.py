@@ -192,6 +192,33 @@ def test_missing_weights_are_recreated_when_a_step_needs_them(study, monkeypatch
     assert any("was missing from the work dir" in note for note in record["notes"])
 
 
+def test_the_budget_never_cuts_a_fresh_model_from_its_evaluation(study, monkeypatch):
+    """--max-minutes stops new training steps, but an evaluation of a model trained in this sitting
+    still runs (the next sitting would have to train it again); an evaluation of a model trained
+    earlier does not. Each step "takes" an hour on the runner's clock."""
+    from finadapt.reproduce import runner as runner_module
+
+    results = study["results"]
+    for name in ("sft-f-s0", "eval-f-s0", "eval-f-s1"):
+        (results / name / "step.json").unlink()
+    clock = [0.0]
+    monkeypatch.setattr(runner_module, "_clock", lambda: clock[0])
+    recorder = Recorder(monkeypatch)
+    real = steps_module.run_stage
+
+    def one_hour_each(spec, cfg):
+        clock[0] += 3600
+        return real(spec, cfg)
+
+    monkeypatch.setattr(steps_module, "run_stage", one_hour_each)
+    out = run_reproduce(study["cfg"], max_minutes=30)
+    assert recorder.ran == ["sft-f-s0", "eval-f-s0"]
+    assert (out["status"]["sft-f-s0"], out["status"]["eval-f-s0"], out["status"]["eval-f-s1"]) == (
+        "ran", "ran", "pending")
+    out = run_reproduce(study["cfg"])  # leave the study complete for the tests after this one
+    assert out["status"]["eval-f-s1"] == "ran"
+
+
 def test_a_training_step_that_reads_a_test_split_fails(monkeypatch, tmp_path):
     """The ban is real: a stage-2 step made to read FPB's test split fails naming the split."""
     from finadapt.tasks import load_samples

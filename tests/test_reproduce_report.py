@@ -261,6 +261,12 @@ def test_floor_prefers_a_full_test_row(tmp_path):
     report = build_report(str(build_dir(tmp_path / "res", skip=("eval-a",))))
     floor = report["tables"]["choice"]["majority_floor"]["ner"]
     assert floor["value"] == FULL_FLOOR and floor["source"].startswith("full test set (variant f")
+    subset = report["tables"]["choice"]["majority_floor_subset"]["ner"]
+    assert subset["value"] == SUBSET_FLOOR and subset["source"].startswith("test subset (variant b")
+    from finadapt.reproduce.report import markdown_table
+
+    markdown = markdown_table(report)
+    assert f"| majority-class floor, test subsets (rows b-e) | – | {SUBSET_FLOOR:.3f}" in markdown
 
 
 def test_a_claim_whose_scores_are_all_zero_is_not_measurable():

@@ -79,6 +79,10 @@ def test_redaction_rules():
         "api_key_env": "OPENAI_API_KEY", "token_env": REDACTED}
     assert redact({"args": ["--url", "http://x:y@h/"], "n": 3, "auth": None}) == {
         "args": ["--url", f"http://{REDACTED}@h/"], "n": 3, "auth": None}
+    # a bare argument list: the value after a credential-named flag, or after its `=`
+    assert redact(["--api-key", "sk-live", "--port", "8000", "--hf-token=hf_live", "--tokenizer", "gpt2"]) == [
+        "--api-key", REDACTED, "--port", "8000", f"--hf-token={REDACTED}", "--tokenizer", "gpt2"]
+    assert redact(["--api-key", "--port", "8000"]) == ["--api-key", "--port", "8000"]  # a flag, not a value
 
 
 def test_engine_errors_do_not_print_the_url_credentials():

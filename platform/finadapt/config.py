@@ -89,6 +89,15 @@ class RaySection(StrictModel):
     gpus_per_worker: float = Field(0, ge=0, description="GPUs reserved per worker (0: CPU only)")
 
 
+class TrainRaySection(RaySection):
+    """A training stage's Ray Train workers also choose how they spread over the cluster's nodes."""
+
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy of the Ray Train workers: PACK fills one node first "
+        "(fewest network hops), SPREAD prefers distinct nodes, STRICT_SPREAD requires one node per worker "
+        "(the run waits until that many nodes have room), STRICT_PACK requires a single node")
+
+
 class EvalRaySection(RaySection):
     """Evaluation's scoring actors hold a model each: two CPUs per actor by default."""
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIED = ["platform", "tests", "pipelines", "benchmarks", "pyproject.toml", "README.md", "Makefile"]
+COPIED = ["platform", "tests", "pipelines", "benchmarks", "cluster", "tune_spaces", "pyproject.toml", "README.md",
+          "Makefile", "Dockerfile", ".hadolint.yaml"]
 
 
 def load_entries(folder: Path) -> list[dict]:

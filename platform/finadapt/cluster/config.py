@@ -157,6 +157,8 @@ class ClusterConfig(StrictModel):
     kubernetes_version: str = Field(DEFAULT_KUBERNETES_VERSION, pattern=r"^\d+\.\d+$",
                                     description="schema version the pod templates are validated against")
     images: Images = Images()
+    run_as_user: int = Field(1000, ge=1, description="the images' non-root uid (Dockerfile USER): runAsUser, "
+                             "runAsGroup and fsGroup of every pod, with runAsNonRoot")
     app_dir: str = Field("/app", pattern=r"^/", description="the project in the image (its WORKDIR); the "
                          "entrypoints' relative paths resolve here")
     head: HeadPod = HeadPod()

@@ -68,6 +68,12 @@ def _ports(cfg: ClusterConfig, head: bool) -> list[dict]:
     return ports + [{"name": "metrics", "containerPort": cfg.metrics_export_port}]
 
 
+def security_context(cfg: ClusterConfig, volumes: bool) -> dict:
+    """The image's non-root user, enforced by Kubernetes; fsGroup makes the mounted claims writable to it."""
+    uid = cfg.run_as_user
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, **({"fsGroup": uid} if volumes else {})}
+
+
 def pod_template(cfg: ClusterConfig, role: str, *, cpu: int, memory: str, gpus: int = 0, with_job_env: bool) -> dict:
     """A Ray pod: the project's image (GPU image, toleration and label for a GPU pod), requests = limits,
     /dev/shm in memory for the object store, the configured volumes, the Ray and S3 environment."""
@@ -89,7 +95,7 @@ def pod_template(cfg: ClusterConfig, role: str, *, cpu: int, memory: str, gpus: 
                                                            **({"readOnly": True} if v.read_only else {})}}
                 for v in cfg.volumes]
     labels = {**APP_LABELS, "app.kubernetes.io/component": f"ray-{role}", **({GPU_LABEL: "true"} if gpus else {})}
-    spec: dict = {"containers": [container], "volumes": volumes}
+    spec: dict = {"securityContext": security_context(cfg, volumes=True), "containers": [container], "volumes": volumes}
     if gpus:
         spec["tolerations"] = [{"key": cfg.gpu_workers.toleration_key, "operator": "Exists", "effect": "NoSchedule"}]
         if cfg.gpu_workers.node_selector:
@@ -151,7 +157,8 @@ def _submitter(cfg: ClusterConfig) -> dict:
                  "env": auth_env(cfg), "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
                                                      "requests": {"cpu": "500m", "memory": "256Mi"}}}
     return {"metadata": {"labels": {**APP_LABELS, "app.kubernetes.io/component": "ray-job-submitter"}},
-            "spec": {"restartPolicy": "Never", "containers": [container]}}
+            "spec": {"restartPolicy": "Never", "securityContext": security_context(cfg, volumes=False),
+                     "containers": [container]}}
 
 
 def _number(value) -> int | float:

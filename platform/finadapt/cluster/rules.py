@@ -221,6 +221,20 @@ def auth_problems(doc: dict) -> list[tuple[FieldPath, str]]:
     return out
 
 
+def non_root_problems(doc: dict) -> list[tuple[FieldPath, str]]:
+    """Every pod runs as a non-root uid (the image's user), which Kubernetes then enforces."""
+    out = []
+    for path, role, template in pod_templates(doc):
+        context = _get(template, "spec", "securityContext")
+        context = context if isinstance(context, dict) else {}
+        user = context.get("runAsUser")
+        if context.get("runAsNonRoot") is not True:
+            out.append(((*path, "spec", "securityContext", "runAsNonRoot"), f"{role}: pods must set runAsNonRoot: true"))
+        elif user is not None and (isinstance(user, bool) or not isinstance(user, int) or user < 1):
+            out.append(((*path, "spec", "securityContext", "runAsUser"), f"{role}: runAsUser {user!r} is not a non-root uid"))
+    return out
+
+
 # --------------------------------------------------------------------------- Kubernetes values
 def value_problems(doc: dict) -> list[tuple[FieldPath, str]]:
     """Enums and quantities the offline Kubernetes schema does not check, pinned images, credentials."""
@@ -273,7 +287,7 @@ def replica_problems(doc: dict) -> list[tuple[FieldPath, str]]:
     return out
 
 
-RULES = (gpu_problems, auth_problems, value_problems, runtime_env_problems, replica_problems)
+RULES = (gpu_problems, auth_problems, non_root_problems, value_problems, runtime_env_problems, replica_problems)
 
 
 def rule_problems(doc: dict) -> list[tuple[FieldPath, str]]:

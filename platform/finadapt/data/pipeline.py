@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ConfigDict, Field, field_validator
 
-from finadapt import storage
+from finadapt import storage, telemetry
 from finadapt.config import RaySection, StageConfig
 from finadapt.data.aggregate import by_key, sum_by
 from finadapt.data.decontaminate import DecontamConfig, decontaminate
@@ -278,12 +278,25 @@ def _run_corpus(cfg: CorpusConfig, block: int) -> dict[str, Any]:
         "seconds": seconds,
     }
     storage.write_text(storage.join(cfg.output_dir, "manifest.json"), json.dumps(manifest, indent=2, default=str))
+    publish_counts(manifest)
     from finadapt.data.report import corpus_report_markdown
 
     storage.write_text(storage.join(cfg.output_dir, "report.md"), corpus_report_markdown(manifest))
     storage.write_text(storage.join(cfg.output_dir, "report.json"), json.dumps(
         {k: v for k, v in manifest.items() if k != "config"}, indent=2, default=str))
     return manifest
+
+
+def publish_counts(manifest: dict[str, Any]) -> None:
+    """The manifest's document counts as Ray counters: in, out (kept into the mix), drops per filter,
+    exact and near duplicates removed (a no-op without Ray)."""
+    stages = manifest["documents_per_stage"]
+    telemetry.record("finadapt_corpus_documents_in", sum(stages.get("ingested", {}).values()))
+    telemetry.record("finadapt_corpus_documents_out", sum(stages.get("mixed", {}).values()))
+    for name, by_source in manifest["filter_drops"].items():
+        telemetry.record("finadapt_corpus_filter_drops", sum(by_source.values()), filter=name)
+    telemetry.record("finadapt_corpus_duplicates_removed", manifest["exact_dedup"]["removed"], reason="exact")
+    telemetry.record("finadapt_corpus_duplicates_removed", manifest["near_dedup"].get("removed", 0), reason="near")
 
 
 def read_shards(output_dir: str) -> pa.Table:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import pandas as pd
 
+from finadapt import telemetry
 from finadapt.evaluate.scorer import ChoiceScorer, Generator
 from finadapt.models import LoadedModel, load_model
 
@@ -24,7 +26,9 @@ class FlarePredictor:
     def __init__(self, model_spec: str, dtype: str = "auto", device: str | None = None,
                  trust_remote_code: bool = False, wrapper: str = "chat", modes: tuple[str, ...] = ("choice",),
                  max_length: int = 1024, token_budget: int = 4096,
-                 max_new_tokens: dict[str, int] | None = None, max_batch: int = 32):
+                 max_new_tokens: dict[str, int] | None = None, max_batch: int = 32,
+                 telemetry_context: dict[str, str] | None = None):
+        telemetry.bind(**(telemetry_context or {}))  # the driver's pipeline/trial tags, in this actor
         self._setup(load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code),
                     wrapper, modes, max_length, token_budget, max_new_tokens, max_batch)
 
@@ -45,7 +49,6 @@ class FlarePredictor:
         self.scorer = ChoiceScorer(model, tok, wrapper, max_length, token_budget)
         self.generator = Generator(model, tok, wrapper, max_length, token_budget, max_batch)
         self.max_new_tokens = max_new_tokens or {"classification": 256, "headlines": 256, "ner": 256}
-        self._counter = _ray_counter()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
@@ -81,21 +84,7 @@ class FlarePredictor:
                     scored = self.scorer.from_first_logprobs(subset, [g["first_logprobs"] for g in generated])
                     for i, res in zip(idx, scored):
                         out[i].update(choice_pred=res["pred"], choice_logprobs=res["choice_logprobs"])
-        if self._counter is not None:
-            self._counter.inc(len(rows))
+        for task, n in Counter(r["task"] for r in rows).items():
+            telemetry.record("finadapt_eval_rows_scored", n, task=task)
         return pd.DataFrame(out)
-
-
-def _ray_counter():
-    """A Ray metric (shown in the dashboard / Prometheus) when running inside Ray, else None."""
-    try:
-        import ray
-
-        if not ray.is_initialized():
-            return None
-        from ray.util.metrics import Counter
-
-        return Counter("finadapt_eval_rows", description="FLARE rows scored by evaluation actors")
-    except Exception:  # metrics are optional; never fail scoring over them
-        return None
 

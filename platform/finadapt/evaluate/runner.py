@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from finadapt import telemetry
 from finadapt.config import ConfigError, EvalConfig
 from finadapt.errors import FinadaptError, InputError
 from finadapt.evaluate.metrics import task_metrics
@@ -74,6 +75,7 @@ def predictor_kwargs(cfg: EvalConfig) -> dict:
         trust_remote_code=cfg.model.trust_remote_code, wrapper=cfg.wrapper, modes=tuple(cfg.modes),
         max_length=cfg.max_length, token_budget=cfg.token_budget, max_batch=gen.max_batch,
         max_new_tokens={k: gen.for_kind(k) for k in ("classification", "headlines", "ner")},
+        telemetry_context=telemetry.context(),
     )
 
 
@@ -180,6 +182,14 @@ def score(cfg: EvalConfig, rows: list[dict], outputs: dict[str, dict]) -> list[d
     return results
 
 
+def publish_scores(scores: list[dict]) -> None:
+    """Each task x mode's primary score as a Ray metric (a no-op without Ray)."""
+    for entry in scores:
+        if entry["score"] == entry["score"]:  # NaN: a task without rows has no score to show
+            telemetry.record("finadapt_eval_score", entry["score"], task=entry["task"], mode=entry["mode"],
+                             metric=entry["primary"])
+
+
 def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None, keep_going: bool = False) -> EvalRun:
     """Run and score (no files written; see `report.write_report`). With `keep_going`, tasks whose
     spec or data is broken are listed in `run.failed` and the others are evaluated."""
@@ -199,6 +209,7 @@ def run_evaluation(cfg: EvalConfig, predictor: FlarePredictor | None = None, kee
         raise RuntimeError(f"{len(missing)} rows came back without a model output, e.g. {missing[:3]}")
     run = EvalRun(cfg, rows, by_id, failed=failed)
     run.scores = score(cfg, rows, by_id)
+    publish_scores(run.scores)
     for entry in run.scores:  # model seconds per task (choice + generation), for the report
         ids = [r["id"] for r in rows if r["task"] == entry["task"]]
         entry["model_seconds"] = sum(by_id[i]["choice_seconds"] + by_id[i]["generate_seconds"] for i in ids)

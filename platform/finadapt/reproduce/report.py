@@ -160,10 +160,13 @@ def subset_label(plan: dict) -> str:
     return ", ".join(parts) if parts else "size not recorded"
 
 
-def floor_row(plan: dict, table: dict, mode: str) -> dict:
-    """Majority-class floor per task, from a full-test row where one is scored (a subset's floor differs)."""
+def floor_row(plan: dict, table: dict, mode: str, only: str | None = None) -> dict:
+    """Majority-class floor per task, from a full-test row where one is scored (a subset's floor differs);
+    `only="subset"`: from a test-subset row only (the floor the ablation rows are scored against)."""
     out = {}
     order = sorted(table, key=lambda v: plan["variants"][v].get("test") != "full")
+    if only is not None:
+        order = [v for v in order if plan["variants"][v].get("test", "full") == only]
     for task in TASKS:
         for v in order:
             floor = table[v]["floors"].get(task)
@@ -189,7 +192,8 @@ def mode_table(plan: dict, indexes: dict[str, dict], mode: str) -> dict:
                 floors[task] = floor
         table[name] = {"label": variant.get("label", name), "test": variant.get("test", "full"),
                        "seeds": variant["seeds"], "cells": cells, "floors": floors}
-    return {"rows": table, "majority_floor": floor_row(plan, table, mode)}
+    return {"rows": table, "majority_floor": floor_row(plan, table, mode),
+            "majority_floor_subset": floor_row(plan, table, mode, only="subset")}
 
 
 # ---------------------------------------------------------------- deltas and verdicts
@@ -340,7 +344,7 @@ def build_report(results_dir: str) -> dict:
     delta_modes = [m for m in DELTA_MODES if m in modes] or modes[:1]
     step_rows = [step_row(steps[s]) for s in plan["steps"]]
     return {
-        "name": plan.get("name", ""), "config_file": plan.get("config_file", ""), "results_dir": str(results_dir),
+        "name": plan.get("name", ""), "config_file": plan.get("config_file") or "reproduce.yaml", "results_dir": str(results_dir),
         "modes": modes, "test_subsets": plan.get("test_subsets") or {}, "subset_label": subset_label(plan),
         "variants": {v: {k: plan["variants"][v].get(k) for k in ("label", "test", "seeds", "train_steps",
                                                                     "eval_steps", "recipe")}
@@ -406,9 +410,14 @@ def _table_lines(report: dict, mode: str, with_published: bool) -> list[str]:
     for name, row in table["rows"].items():
         cells = [format_cell(row["cells"][c[0]]) for c in COLUMNS]
         lines.append(f"| {_row_label(name, row, report['subset_label'])} | " + " | ".join(cells) + f" | {_n_text(row)} |")
-    floors = table["majority_floor"]
-    cells = ["–" if c[2] != "score" else _f((floors.get(c[1]) or {}).get("value")) for c in COLUMNS]
-    lines.append("| majority-class floor | " + " | ".join(cells) + " | |")
+    floor_rows = [("majority-class floor", table["majority_floor"])]
+    subset = table.get("majority_floor_subset") or {}
+    if subset and any(f["source"].startswith("full") for f in table["majority_floor"].values()):
+        floor_rows = [("majority-class floor, full test sets", table["majority_floor"]),
+                      ("majority-class floor, test subsets (rows b-e)", subset)]
+    for label, floors in floor_rows:
+        cells = ["–" if c[2] != "score" else _f((floors.get(c[1]) or {}).get("value")) for c in COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | |")
     if with_published:
         for pub in report["published"]["rows"]:
             cells = [_f(pub[c[0]], 2) for c in COLUMNS]

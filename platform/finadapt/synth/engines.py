@@ -52,7 +52,6 @@ class HfTeacher:
         self.tok.padding_side = "left"
         self.sampling = sampling
         self.torch = torch
-        self.metrics = _teacher_counters()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         torch, tok, model = self.torch, self.tok, self.loaded.model
@@ -79,24 +78,7 @@ class HfTeacher:
                 text = text.split(st, 1)[0]
             result.append(dict(request_id=r["request_id"], output=r["prefix"] + text,
                                truncated=not ended, generated_tokens=int(len(ids))))
-        if self.metrics:
-            self.metrics[0].inc(len(result))
-            self.metrics[1].inc(sum(r["generated_tokens"] for r in result))
         return pd.DataFrame(result, columns=OUTPUT_COLUMNS)
-
-
-def _teacher_counters():
-    """Ray metrics of the hf teacher actors (dashboard / Prometheus); None outside Ray."""
-    try:
-        import ray
-        from ray.util.metrics import Counter
-
-        if not ray.is_initialized():
-            return None
-        return (Counter("finadapt_synth_generations", description="teacher generations (hf engine)"),
-                Counter("finadapt_synth_generated_tokens", description="tokens written by the teacher (hf engine)"))
-    except Exception:  # metrics are optional; never fail generation over them
-        return None
 
 
 def _until_eos(ids, tok):

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from finadapt import storage
+from finadapt import storage, telemetry
 from finadapt.ray_connect import connect
 from finadapt.synth.config import SynthConfig
 from finadapt.synth.parse import LengthBounds, ParseReject, parse_generation
@@ -70,7 +71,38 @@ def generate_outputs(cfg: SynthConfig, requests: list[Request]) -> list[dict]:
 
     connect(cfg.ray)
     ds = ray.data.from_items([r.to_row() for r in requests])
-    return [dict(row) for row in generate(ds, cfg).take_all()]
+    progress = GenerationProgress({r.request_id: r.task for r in requests})
+    outputs = []
+    for row in generate(ds, cfg).iter_rows():  # streamed: the counts move while the teacher works
+        outputs.append(dict(row))
+        progress.add(outputs[-1])
+    progress.flush()
+    return outputs
+
+
+class GenerationProgress:
+    """Generations and generated tokens per task as Ray counters, sent every `every` rows (any engine:
+    counted where the outputs arrive, so vLLM and HTTP engines count alike)."""
+
+    def __init__(self, task_of: dict[str, str], every: int = 16):
+        self.task_of, self.every = task_of, every
+        self.pending: dict[str, list[int]] = {}
+        self.rows = 0
+
+    def add(self, output: dict) -> None:
+        task = self.task_of.get(output.get("request_id"), "unknown")
+        counts = self.pending.setdefault(task, [0, 0])
+        counts[0] += 1
+        counts[1] += int(output.get("generated_tokens") or 0)
+        self.rows += 1
+        if self.rows % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for task, (generations, tokens) in self.pending.items():
+            telemetry.record("finadapt_synth_generations", generations, task=task)
+            telemetry.record("finadapt_synth_generated_tokens", tokens, task=task)
+        self.pending = {}
 
 
 def provenance(cfg: SynthConfig, request: Request, output: dict, teacher_revision: str) -> dict:
@@ -193,22 +225,11 @@ def run_synthesis(cfg: SynthConfig) -> SynthRun:
 
 
 def publish_metrics(run: SynthRun) -> None:
-    """Accepted / quarantined counts per task as Ray gauges (the dashboard's metrics view)."""
-    try:
-        import ray
-        from ray.util.metrics import Gauge
-
-        if not ray.is_initialized():
-            return
-        gauges = {name: Gauge(f"finadapt_synth_{name}", description=f"synthetic samples {name}", tag_keys=("task",))
-                  for name in ("accepted", "quarantined", "acceptance_rate")}
-        for task, requests in run.requests.items():
-            accepted = sum(r["task"] == task for r in run.accepted)
-            gauges["accepted"].set(accepted, tags={"task": task})
-            gauges["quarantined"].set(sum(r["task"] == task for r in run.quarantined), tags={"task": task})
-            gauges["acceptance_rate"].set(accepted / requests if requests else 0.0, tags={"task": task})
-    except Exception as err:  # metrics are optional; never fail the run over them
-        log.debug("metrics not published: %s", err)
+    """Accepted samples per task and quarantined generations per task and reason, as Ray counters."""
+    for task, n in Counter(r["task"] for r in run.accepted).items():
+        telemetry.record("finadapt_synth_accepted", n, task=task)
+    for (task, reason), n in Counter((r["task"], r["reason"]) for r in run.quarantined).items():
+        telemetry.record("finadapt_synth_rejected", n, task=task, reason=reason)
 
 
 def write_jsonl(uri: str, rows: list[dict]) -> None:

@@ -10,7 +10,9 @@ Redacted are
   environment-variable name (`api_key_env: OPENAI_API_KEY`) names where a key lives and is kept;
 - in every string that holds a URL: the userinfo (`user:password@`) and the values of query
   parameters named like the keys above (`?api_key=...`);
-- `Bearer <token>` in any string.
+- `Bearer <token>` in any string;
+- in a list of command-line arguments, the value of a flag named like the keys above
+  (`["--api-key", "sk-..."]`, `["--hf-token=hf_..."]`).
 """
 from __future__ import annotations
 
@@ -57,10 +59,28 @@ def redact(value):
     if isinstance(value, dict):
         return {k: _redact_item(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
+        return _redact_args(list(value))
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def _secret_flag(item) -> bool:
+    return isinstance(item, str) and item.startswith("-") and is_secret_key(item.lstrip("-").split("=", 1)[0])
+
+
+def _redact_args(items: list) -> list:
+    """A list, with the value of each credential-named flag hidden (`--api-key X`, `--api-key=X`)."""
+    out = []
+    for i, item in enumerate(items):
+        if _secret_flag(item) and "=" in item:
+            out.append(item.split("=", 1)[0] + "=" + REDACTED)
+        elif i > 0 and _secret_flag(items[i - 1]) and "=" not in items[i - 1] and isinstance(item, str) \
+                and not item.startswith("-"):
+            out.append(REDACTED)
+        else:
+            out.append(redact(item))
+    return out
 
 
 def _redact_item(key: str, value):

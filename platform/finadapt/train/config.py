@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from finadapt.config import ConfigError, ModelConfig, RaySection, StageConfig, StrictModel, TaskNames
+from finadapt.config import ConfigError, ModelConfig, StageConfig, StrictModel, TaskNames, TrainRaySection
 
 
 # The score that picks each stage's best checkpoint (and that a sweep optimises).
@@ -100,8 +100,9 @@ class TrainConfig(StageConfig):
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig kwargs; None = full fine-tuning")
     compile: bool = Field(False, description="torch.compile the model (GPU mainly)")
     peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s for MFU; None = measured (CPU)")
-    ray: RaySection = Field(RaySection(), description="Ray Train workers (ray.workers, cpus/gpus_per_worker: "
-                            "gpus > 0 trains on GPUs); enabled: false runs the loop in this process")
+    ray: TrainRaySection = Field(TrainRaySection(), description="Ray Train workers (ray.workers, "
+                                 "cpus/gpus_per_worker: gpus > 0 trains on GPUs, placement_strategy); enabled: "
+                                 "false runs the loop in this process")
     threads_per_worker: int | None = Field(None, ge=1, description="torch intra-op threads (None: "
                                            "ray.cpus_per_worker)")
     checkpoint: CheckpointSection = CheckpointSection()

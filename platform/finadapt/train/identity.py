@@ -29,7 +29,7 @@ META_FILE = "finadapt_checkpoint.json"  # same name as train.checkpoint.META_FIL
 # number of processes that train (1 with `ray.enabled: false`), so a run may resume with or without Ray.
 _NOT_HASHED = {"output_dir", "log_every_steps", "eval_every_steps", "peak_flops", "compile",
                "gradient_checkpointing", "threads_per_worker", "checkpoint", "failure"}
-_NOT_HASHED_SUB = {"ray": {"enabled", "address", "num_cpus", "num_gpus", "cpus_per_worker"},
+_NOT_HASHED_SUB = {"ray": {"enabled", "address", "num_cpus", "num_gpus", "cpus_per_worker", "placement_strategy"},
                    "batch": {"micro_batch_size", "micro_batch_tokens"}, "model": {"device"}}
 PLAN_KEYS = ("train_rows", "steps_per_epoch", "total_steps", "rows_per_worker_step")
 

@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 import torch
 
+from finadapt import telemetry
 from finadapt.models import LoadedModel, load_model, resolve_dtype
 from finadapt.train import flops
 from finadapt.train.batching import length_grouped_micro_batches, packed_micro_batches
@@ -71,17 +72,14 @@ def _load(cfg: TrainConfig, device: str, restore_dir: str | None) -> LoadedModel
     return loaded
 
 
-def _ray_gauges(stage: str):
-    try:
-        import ray
-        from ray.util.metrics import Gauge
-
-        if not ray.is_initialized():
-            return None
-        names = ("loss", "tokens_per_second", "mfu", "step")
-        return {n: Gauge(f"finadapt_train_{n}", description=f"training {n}", tag_keys=("stage",)) for n in names}
-    except Exception:  # metrics are an extra, never a reason to fail a run
-        return None
+def publish_step(cfg: TrainConfig, metrics: dict) -> None:
+    """Loss, tokens/s, MFU and step as Ray metrics (stage pretrain/sft; trial inside a sweep)."""
+    trial = telemetry.trial_from_run_name(cfg.checkpoint.name or "")
+    tags = {"stage": cfg.stage, **({"trial": trial} if trial else {})}
+    telemetry.record("finadapt_train_loss", metrics["loss"], **tags)
+    telemetry.record("finadapt_train_tokens_per_second", metrics["tokens_per_s"], **tags)
+    telemetry.record("finadapt_train_mfu", metrics["mfu"], **tags)
+    telemetry.record("finadapt_train_step", metrics["step"], **tags)
 
 
 # --------------------------------------------------------------------------- data -> micro-batches
@@ -136,7 +134,6 @@ class Trainer:
         self.n_head = flops.head_params(self.model)
         self.peak = flops.PeakFlops(cfg.peak_flops, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.gauges = _ray_gauges(cfg.stage)
         self._val_batches = None
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -249,10 +246,7 @@ class Trainer:
                 if self.session.rank == 0:
                     state["history"].append(metrics)
                     self._log(metrics)
-                    if self.gauges:
-                        for name in ("loss", "mfu", "step"):
-                            self.gauges[name].set(metrics[name], tags={"stage": cfg.stage})
-                        self.gauges["tokens_per_second"].set(metrics["tokens_per_s"], tags={"stage": cfg.stage})
+                    publish_step(cfg, metrics)
                 if checkpoint:
                     if not evaluate:  # keep the score key present for the checkpoint ranking
                         metrics.update(self._last_score())

@@ -14,7 +14,7 @@ from finadapt import storage
 from finadapt.config import ConfigError
 from finadapt.tasks import split_guard
 from finadapt.ray_connect import connect
-from finadapt.train import identity
+from finadapt.train import identity, placement
 from finadapt.train.checkpoint import copy_model_files
 from finadapt.train.config import PretrainConfig, SftConfig, TrainConfig
 from finadapt.train.data import plan_steps, pretrain_tables, sft_table
@@ -49,6 +49,16 @@ def worker_resources(cfg: TrainConfig) -> dict:
     return resources
 
 
+def warn_if_it_cannot_fit(cfg: TrainConfig, nodes: list[dict]) -> str | None:
+    """Say up front when the worker group does not fit the cluster as it is (Ray Train would wait for
+    it silently); a warning, not an error: an autoscaling cluster may still add the nodes."""
+    problem = placement.shortfall(cfg.ray.workers, worker_resources(cfg), cfg.ray.placement_strategy, nodes)
+    if problem:
+        log.warning("%s: Ray Train waits until the cluster has room (ray.workers, ray.cpus_per_worker, "
+                    "ray.placement_strategy in the training config)", problem)
+    return problem
+
+
 def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callbacks: list | None = None):
     """`callbacks`: Ray Train callbacks for the inner RunConfig (a Tune trial passes TuneReportCallback)."""
     import ray
@@ -57,6 +67,7 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
     from ray.train.torch import TorchTrainer
 
     connect(cfg.ray)
+    warn_if_it_cannot_fit(cfg, [n for n in ray.nodes() if n.get("Alive")])
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same rows per worker after a restart: resumable position
     datasets = {name: ray.data.from_arrow(table) for name, table in tables.items()}
@@ -67,7 +78,8 @@ def fit_with_ray(cfg: TrainConfig, tables: dict, plan: dict, run: RunInfo, callb
                            # a split this driver may not read (a sweep trial: test) is forbidden in its workers too
                            "forbidden_splits": sorted(split_guard.forbidden_splits())},
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=worker_resources(cfg)),
+                                     resources_per_worker=worker_resources(cfg),
+                                     placement_strategy=cfg.ray.placement_strategy),
         run_config=RunConfig(
             name=cfg.checkpoint.name, **_storage_args(cfg.checkpoint.storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
