@@ -48,9 +48,13 @@ def _tune_trial_id() -> str:
     if "ray.tune" not in sys.modules:  # never import Tune just to find out we are not in a trial
         return ""
     try:
+        import warnings
+
         import ray.tune
 
-        return ray.tune.get_context().get_trial_id() or ""
+        with warnings.catch_warnings():  # a Ray Train worker outside Tune: Ray warns, the answer is just None
+            warnings.simplefilter("ignore")
+            return ray.tune.get_context().get_trial_id() or ""
     except Exception:  # noqa: BLE001 - not inside a Tune session
         return ""
 
