@@ -2,9 +2,8 @@
 (cluster/local/up.sh, down.sh), with a private token file and private state dir.
 
 `local_cluster` is module-scoped: tests of one module share one cluster (starting one costs ~30 s on
-2 cores). tests/test_cluster_local.py uses it; a module that needs the same cluster right after the
-smoke job (the Prometheus scrape of finadapt.telemetry) adds its test to that module at the marked place,
-or imports `local_cluster` to get a cluster of its own. Never `ray stop`: other Ray instances run here.
+2 cores). tests/test_cluster_local.py uses it for the smoke job, the token checks and the Prometheus
+scrape; another module importing `local_cluster` gets a cluster of its own. Never `ray stop`: other Ray instances run here.
 """
 from __future__ import annotations
 
@@ -51,10 +50,6 @@ class LocalCluster:
         return Path(self.info["head_temp_dir"])
 
     @property
-    def prometheus_config(self) -> Path:
-        return Path(self.info["prometheus_config"])
-
-    @property
     def token(self) -> str:
         return Path(self.info["token_path"]).read_text().strip()
 
@@ -62,11 +57,6 @@ class LocalCluster:
     def node_ids(self) -> dict[str, str]:
         """{node name (head, worker-1, ...): Ray node id}."""
         return {n["name"]: n["node_id"] for n in self.info["nodes"]}
-
-    @property
-    def metrics_ports(self) -> dict[str, int]:
-        """{node name: its --metrics-export-port} (Prometheus format at http://127.0.0.1:PORT/metrics)."""
-        return {n["name"]: n["metrics_export_port"] for n in self.info["nodes"]}
 
     def shell(self, script: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """`bash -c script` in the repository root with the cluster's environment (or `env`)."""

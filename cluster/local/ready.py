@@ -116,10 +116,8 @@ def wait_cluster(dashboard: str, gcs: str, state: Path, timeout: float) -> None:
         "auth_mode": "token",
         "token_path": os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token"),
         "temp_root": (state / "temp_root").read_text().strip(),
+        # Ray's head writes the Prometheus discovery file of every node's metrics port here
         "head_temp_dir": head["temp_dir"],
-        # Ray writes the Prometheus scrape config of the whole cluster under the head's session dir
-        "prometheus_config": str(Path(head["temp_dir"]) / "session_latest" / "metrics" / "prometheus"
-                                 / "prometheus.yml"),
         "nodes": [{**n, "node_id": ids[n["name"]], "is_head": n["name"] == "head"} for n in nodes],
     }
     (state / "cluster.json").write_text(json.dumps(info, indent=2) + "\n")
