@@ -96,7 +96,7 @@ def baseline(data) -> dict:
         return loss.detach() * len(chunk)
 
     out = time_steps(step, data)
-    out["n_matmul"] = flops.matmul_params(model)
+    out["n_matmul"] = flops.param_counts(model).matmul
     del model, opt
     return out
 

@@ -17,7 +17,7 @@ warm-up step and `timed_steps` timed steps; every in-process part times exactly 
               threads and 2 workers x 1 thread
   hf_rebalance (opt-in) `train_sampling_strategy="batch_rebalance"`
 
-Headline: useful-FLOPs utilisation (benchmarks/flops.py: body on real tokens + vocabulary head at the
+Headline: useful-FLOPs utilisation (finadapt/train/flops.py: body on real tokens + vocabulary head at the
 target positions, 6 FLOPs per parameter per token) over the measured peak; the executed-FLOPs
 utilisation (padding, and the head wherever it ran) sits beside it. A utilisation above 1 means the
 peak was measured while the cores were busy: the peak is re-measured, and if that does not help the
@@ -41,8 +41,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from flops import BatchTokens, ParamCounts, batch_tokens, implausible, param_counts, utilisation  # noqa: E402
+from finadapt.train.flops import BatchTokens, ParamCounts, batch_tokens, implausible, param_counts, utilisation
 
 OUT = Path(__file__).parent / "results" / "train_speed.json"
 QUICK_OUT = Path(tempfile.gettempdir()) / "finadapt-bench" / "train_speed.quick.json"

@@ -63,11 +63,12 @@ def test_sft_mfu_counts_the_head_only_at_labelled_positions(tmp_path):
     run_training(cfg, use_ray=False)
     (h,) = _history(tmp_path / "out")
     model, _ = build_tiny_random()
-    n, head = flops.matmul_params(model), flops.head_params(model)
+    counts = flops.param_counts(model)
+    n, head = counts.matmul, counts.head
     useful = 6.0 * ((n - head) * h["tokens"] + head * h["target_tokens"])
     seconds = h["step_seconds"]
     assert h["mfu"] == pytest.approx(useful / (seconds * 1e12), rel=1e-6)
     executed = 6.0 * ((n - head) * h["padded_tokens"] + head * h["target_tokens"])
     assert h["mfu_executed"] == pytest.approx(executed / (seconds * 1e12), rel=1e-6)
     assert h["mfu"] < 6.0 * n * h["tokens"] / (seconds * 1e12) * 0.9  # far below the 6N-per-token figure
-    assert flops.useful_flops(n, head, h["tokens"], h["target_tokens"]) == pytest.approx(useful)
+    assert counts.useful_train_flops(h["tokens"], h["target_tokens"]) == pytest.approx(useful)

@@ -1,18 +1,88 @@
-"""Model FLOPs utilisation: what share of the device's peak the training step turns into model math.
+"""FLOP accounting and model FLOPs utilisation: what share of the device's peak the training step turns
+into model math. One home for the training loop and the speed benchmarks.
 
-FLOPs follow the 6 x N per token convention (N = parameters that do matmul work: the input embedding
-is a lookup and is left out unless it is tied to the output head), counted for the work the platform
-does: the model body on every real token, the output head only at labelled positions (`useful_flops`;
-`executed_flops` with padded tokens adds the padding). The peak is measured by a matmul microbenchmark
-in the same process and thread setting (CPU), or given; a utilisation is never reported above 1.
+Convention: 6 FLOPs per parameter per token for training (forward 2 + backward 4); attention's
+score/value products are not counted (a few per cent at these lengths), so utilisations are slightly
+conservative. Parameters are split in two, because the platform runs them on different token sets:
+
+  body  every parameter except lookups (embeddings) and the vocabulary head; it runs at every
+        position fed to the model, so its useful work is the real (non-padding) tokens;
+  head  the vocabulary projection (a tied head counts once); useful only where a loss is taken.
+
+useful FLOPs   = 6 (body x real tokens + head x target tokens)   the same for any correct implementation
+executed FLOPs = 6 (body x padded tokens + head x positions the head ran at)   what an implementation did
+
+The peak is measured by a matmul microbenchmark in the same process and thread setting (CPU), or given;
+a utilisation is never reported above 1.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
+IGNORE = -100
 _PEAK_CACHE: dict[tuple, float] = {}
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    body: int
+    head: int
+
+    @property
+    def matmul(self) -> int:
+        """Every parameter doing matmul work per token (the plain 6N figure's N)."""
+        return self.body + self.head
+
+    def useful_train_flops(self, real_tokens: int, target_tokens: int) -> float:
+        return 6.0 * (self.body * real_tokens + self.head * target_tokens)
+
+    def executed_train_flops(self, padded_tokens: int, head_tokens: int) -> float:
+        return 6.0 * (self.body * padded_tokens + self.head * head_tokens)
+
+
+def param_counts(model: torch.nn.Module) -> ParamCounts:
+    """(body, head) parameter counts of a causal LM; embedding lookups count in neither, a tied head once."""
+    if hasattr(model, "get_base_model"):  # peft
+        model = model.get_base_model()
+    head_module = model.get_output_embeddings()
+    if head_module is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings: cannot split body and head")
+    head_ids = {id(p) for p in head_module.parameters()}
+    lookup_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    params = list(model.parameters())  # shared (tied) tensors appear once
+    head = sum(p.numel() for p in params if id(p) in head_ids)
+    body = sum(p.numel() for p in params if id(p) not in head_ids and id(p) not in lookup_ids)
+    return ParamCounts(body=body, head=head)
+
+
+@dataclass(frozen=True)
+class BatchTokens:
+    real: int  # non-padding positions fed to the model
+    padded: int  # every position fed (batch x width)
+    targets: int  # positions whose next token has a label (where a loss is taken)
+
+    def __add__(self, other: BatchTokens) -> BatchTokens:
+        return BatchTokens(self.real + other.real, self.padded + other.padded, self.targets + other.targets)
+
+
+def batch_tokens(attention_mask: torch.Tensor, labels: torch.Tensor) -> BatchTokens:
+    """Token counts of a collated causal-LM batch (labels unshifted, IGNORE where no loss)."""
+    return BatchTokens(real=int(attention_mask.sum()), padded=int(attention_mask.numel()),
+                       targets=int((labels[:, 1:] != IGNORE).sum()))
+
+
+def utilisation(flops: float, seconds: float, peak_flops: float) -> float:
+    if seconds <= 0 or peak_flops <= 0:
+        raise ValueError(f"utilisation needs positive time and peak (got {seconds} s, {peak_flops} FLOP/s)")
+    return flops / seconds / peak_flops
+
+
+def implausible(utilisations: dict[str, float]) -> list[str]:
+    """Names whose utilisation exceeds 1: the measured peak is too low (taken while the cores were busy)."""
+    return sorted(name for name, value in utilisations.items() if value > 1.0)
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 8, dtype: torch.dtype = torch.float32,
@@ -36,41 +106,6 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 8, dtype: torch.dtype = t
         best = min(best, time.perf_counter() - start)
     _PEAK_CACHE[key] = max(previous, 2 * size**3 / best)
     return _PEAK_CACHE[key]
-
-
-def matmul_params(model: torch.nn.Module) -> int:
-    """Parameters doing matmul work per token: all, minus an untied input embedding."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    total = sum(p.numel() for p in model.parameters())
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if embed is not None and (head is None or head.weight is not embed.weight):
-        total -= embed.weight.numel()
-    return total
-
-
-def head_params(model: torch.nn.Module) -> int:
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    head = model.get_output_embeddings()
-    return head.weight.numel() if head is not None else 0
-
-
-def train_flops(n_matmul_params: int, tokens: int) -> float:
-    """6 N per token (forward 2N + backward 4N)."""
-    return 6.0 * n_matmul_params * tokens
-
-
-def executed_flops(n_matmul_params: int, n_head_params: int, tokens: int, target_tokens: int) -> float:
-    """What the step computes when the output head runs on labelled positions only: the body on
-    `tokens` positions (pass the padded count for the executed figure), the head on `target_tokens`."""
-    return 6.0 * (n_matmul_params - n_head_params) * tokens + 6.0 * n_head_params * target_tokens
-
-
-def useful_flops(n_matmul_params: int, n_head_params: int, real_tokens: int, target_tokens: int) -> float:
-    """The work an MFU counts: the model body on real (non-padding) tokens + the head where it runs."""
-    return executed_flops(n_matmul_params, n_head_params, real_tokens, target_tokens)
 
 
 class PeakFlops:

@@ -130,8 +130,7 @@ class Trainer:
                          self.state["step"], self.state["epoch"], self.state["step_in_epoch"])
         self.runner = StepRunner(self.loss_module, self.optimizer, self.scheduler, cfg.optim.max_grad_norm,
                                  session.world_size, session.all_reduce, self.device, self.autocast)
-        self.n_matmul = flops.matmul_params(self.model)
-        self.n_head = flops.head_params(self.model)
+        self.params = flops.param_counts(self.model)
         self.peak = flops.PeakFlops(cfg.peak_flops, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._val_batches = None
@@ -162,8 +161,8 @@ class Trainer:
     def _step_metrics(self, stats, elapsed: float) -> dict:
         world = self.session.world_size
         tokens_per_s = stats.real_tokens / elapsed
-        useful = flops.useful_flops(self.n_matmul, self.n_head, stats.real_tokens, stats.target_tokens)
-        executed = flops.executed_flops(self.n_matmul, self.n_head, stats.padded_tokens, stats.target_tokens)
+        useful = self.params.useful_train_flops(stats.real_tokens, stats.target_tokens)
+        executed = self.params.executed_train_flops(stats.padded_tokens, stats.target_tokens)
         mfu, capped = self.peak.utilisation(useful, elapsed * world)
         mfu_executed, capped_executed = self.peak.utilisation(executed, elapsed * world)
         if capped or capped_executed:
