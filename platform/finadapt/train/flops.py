@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = -100
+from finadapt.train.batching import IGNORE
+
 _PEAK_CACHE: dict[tuple, float] = {}
 
 
